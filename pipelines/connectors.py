@@ -1,0 +1,105 @@
+"""Sources and sinks of the feature dataflow: JSONL files and Kafka topics.
+
+I/O lives here so that :mod:`pipelines.dataflow` stays a wiring of pure steps. Topic names are
+contracts: ``inventory.events`` (in), ``inventory.events.dlq`` (rejects), ``inventory.features``
+(snapshots).
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from bytewax.connectors.files import FileSink, FileSource
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from pipelines.events import Rejection
+
+EVENTS_TOPIC = "inventory.events"
+DLQ_TOPIC = "inventory.events.dlq"
+FEATURES_TOPIC = "inventory.features"
+SCORES_TOPIC = "inventory.scores"
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+
+_json = msgspec.json.Encoder()
+
+
+def rejection_line(rejection: Rejection) -> str:
+    """One DLQ JSONL record: ``{"raw", "reason", "field", "detail"}``."""
+    return _json.encode(rejection.to_dict()).decode()
+
+
+def rejection_file_item(rejection: Rejection) -> tuple[str, str]:
+    """A DLQ line routed to the single DLQ file partition (FileSink wants ``(key, line)``)."""
+    return ("dlq", rejection_line(rejection))
+
+
+def rejection_message(rejection: Rejection) -> KafkaSinkMessage[bytes | None, bytes]:
+    return KafkaSinkMessage(key=None, value=_json.encode(rejection.to_dict()))
+
+
+def update_message(update: Any) -> KafkaSinkMessage[bytes, bytes]:
+    """A feature snapshot as a Kafka message keyed ``sku|location`` (newest per key wins)."""
+    body = dict(update.snapshot)
+    body["duplicates"] = update.duplicates
+    return KafkaSinkMessage(key=update.key.encode(), value=_json.encode(body))
+
+
+def file_source(path: Path, batch_size: int = 1000) -> FileSource:
+    return FileSource(path, batch_size=batch_size)
+
+
+def dlq_file_sink(path: Path) -> FileSink:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    return FileSink(path)
+
+
+def kafka_source(
+    bootstrap: str, topic: str = EVENTS_TOPIC, *, tail: bool = True, batch_size: int = 1000
+) -> KafkaSource:
+    """Read ``topic`` from the beginning; ``tail=False`` ends the flow at the topic's end."""
+    return KafkaSource([bootstrap], [topic], tail=tail, batch_size=batch_size)
+
+
+def kafka_sink(bootstrap: str, topic: str) -> KafkaSink:
+    return KafkaSink([bootstrap], topic, add_config={"linger.ms": "5"})
+
+
+class _StatePartition(StatelessSinkPartition[bytes]):
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        path.unlink(missing_ok=True)
+
+    def write_batch(self, items: list[bytes]) -> None:
+        with self._path.open("ab") as fh:
+            for blob in items:
+                pickle.dump(blob, fh)
+
+
+class StateDirSink(DynamicSink[bytes]):
+    """Collects the final pickled key states, one file per worker, for the Parquet writer."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _StatePartition:
+        return _StatePartition(self.directory / f"states-{worker_index:03d}-of-{worker_count}.pkl")
+
+
+def read_state_dir(directory: Path) -> list[Any]:
+    """All key states written by :class:`StateDirSink` (unpickled :class:`KeyState` objects)."""
+    states = []
+    for part in sorted(directory.glob("states-*.pkl")):
+        with part.open("rb") as fh:
+            while True:
+                try:
+                    blob = pickle.load(fh)  # noqa: S301 - our own files
+                except EOFError:
+                    break
+                states.append(pickle.loads(blob))  # noqa: S301
+    return states

@@ -1,0 +1,308 @@
+"""The canonical inventory event: typed model, parser and validator.
+
+One JSON object per event (a Kafka message value keyed ``"{sku}|{location}"`` or one JSONL line).
+The JSON Schema twin of this module is ``pipelines/schemas/inventory_event.schema.json``; a test
+keeps the two in agreement.
+
+Contract of :func:`parse_event`:
+- input is the raw payload (``bytes`` or ``str``), exactly as it arrived;
+- output is either an :class:`InventoryEvent` or a :class:`Rejection` carrying the raw payload, a
+  machine-readable :class:`RejectReason`, the offending field and a human sentence;
+- it never raises on bad input.
+
+Timestamps must be ISO-8601 with a zone (``Z`` or ``+hh:mm``); they are converted to UTC.
+``quantity`` must be an integer (a JSON number with no fractional part, as JSON Schema defines
+``integer``); it must be >= 0 except for ``adjustment``, where it is a signed change.
+Unknown extra fields are kept in ``extra`` and otherwise ignored.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+
+class EventType(enum.StrEnum):
+    SALE = "sale"
+    RETURN = "return"
+    RECEIPT = "receipt"
+    TRANSFER_OUT = "transfer_out"
+    TRANSFER_IN = "transfer_in"
+    ADJUSTMENT = "adjustment"
+    CYCLE_COUNT = "cycle_count"
+    RESERVATION = "reservation"
+    RESERVATION_RELEASE = "reservation_release"
+    FULFILLMENT = "fulfillment"
+    PICK_SHORT = "pick_short"
+
+
+class Source(enum.StrEnum):
+    POS = "pos"
+    ECOMMERCE = "ecommerce"
+    MARKETPLACE = "marketplace"
+    OMS = "oms"
+    WMS = "wms"
+    ERP = "erp"
+    STORE_OPS = "store_ops"
+
+
+class RejectReason(enum.StrEnum):
+    """Why a payload was refused. Values are stable: dashboards and DLQ consumers key on them."""
+
+    NOT_JSON = "not_json"
+    NOT_OBJECT = "not_object"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    UNKNOWN_EVENT_TYPE = "unknown_event_type"
+    UNKNOWN_SOURCE = "unknown_source"
+    BAD_TIMESTAMP = "bad_timestamp"
+    ZONELESS_TIMESTAMP = "zoneless_timestamp"
+    NON_INTEGER_QUANTITY = "non_integer_quantity"
+    NEGATIVE_QUANTITY = "negative_quantity"
+    EMPTY_KEY = "empty_key"
+
+
+REQUIRED_FIELDS: tuple[str, ...] = (
+    "event_id",
+    "event_type",
+    "occurred_at",
+    "sku",
+    "location",
+    "quantity",
+    "source",
+)
+OPTIONAL_FIELDS: tuple[str, ...] = ("reference", "reason", "unit_price", "published_at")
+_KNOWN_FIELDS = frozenset(REQUIRED_FIELDS + OPTIONAL_FIELDS)
+_EVENT_TYPES = {e.value: e for e in EventType}
+_SOURCES = {s.value: s for s in Source}
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryEvent:
+    """A validated event. ``occurred_at``/``published_at`` are UTC-aware datetimes."""
+
+    event_id: str
+    event_type: EventType
+    occurred_at: datetime
+    sku: str
+    location: str
+    quantity: int
+    source: Source
+    reference: str | None = None
+    reason: str | None = None
+    unit_price: float | None = None
+    published_at: datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def key(self) -> str:
+        """The partition key ``"{sku}|{location}"`` (the Kafka message key)."""
+        return f"{self.sku}|{self.location}"
+
+    @property
+    def occurred_ts(self) -> float:
+        """Event time as POSIX seconds (UTC)."""
+        return self.occurred_at.timestamp()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical JSON object (timestamps as ISO-8601 UTC with ``Z``)."""
+        out: dict[str, Any] = {
+            "event_id": self.event_id,
+            "event_type": self.event_type.value,
+            "occurred_at": format_ts(self.occurred_at),
+            "sku": self.sku,
+            "location": self.location,
+            "quantity": self.quantity,
+            "source": self.source.value,
+        }
+        if self.reference is not None:
+            out["reference"] = self.reference
+        if self.reason is not None:
+            out["reason"] = self.reason
+        if self.unit_price is not None:
+            out["unit_price"] = self.unit_price
+        if self.published_at is not None:
+            out["published_at"] = format_ts(self.published_at)
+        out.update(self.extra)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A refused payload: what arrived, and why. Serialised as one DLQ record."""
+
+    raw: str
+    reason: RejectReason
+    field: str | None
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "raw": self.raw,
+            "reason": self.reason.value,
+            "field": self.field,
+            "detail": self.detail,
+        }
+
+
+class _Invalid(Exception):
+    def __init__(self, reason: RejectReason, field_name: str | None, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.field_name = field_name
+        self.detail = detail
+
+
+def format_ts(ts: datetime) -> str:
+    """ISO-8601 in UTC with a ``Z`` suffix and microseconds only when non-zero."""
+    text = ts.astimezone(UTC).isoformat()
+    return text.replace("+00:00", "Z")
+
+
+def parse_timestamp(value: Any, field_name: str) -> datetime:
+    """Parse an ISO-8601 timestamp that carries a zone; return it in UTC.
+
+    Raises ``_Invalid`` with ``bad_timestamp`` for non-strings / unparsable text (including a
+    space instead of ``T``) and ``zoneless_timestamp`` for a naive timestamp.
+    """
+    if not isinstance(value, str):
+        raise _Invalid(RejectReason.BAD_TIMESTAMP, field_name, f"{field_name} must be a string")
+    if len(value) < 11 or value[10] not in "Tt":
+        raise _Invalid(
+            RejectReason.BAD_TIMESTAMP,
+            field_name,
+            f"{field_name}={value!r} is not ISO-8601 (expected YYYY-MM-DDThh:mm:ss±zone)",
+        )
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise _Invalid(
+            RejectReason.BAD_TIMESTAMP, field_name, f"{field_name}={value!r} is not ISO-8601"
+        ) from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise _Invalid(
+            RejectReason.ZONELESS_TIMESTAMP,
+            field_name,
+            f"{field_name}={value!r} has no time zone; add 'Z' or an offset such as +02:00",
+        )
+    return parsed.astimezone(UTC)
+
+
+def _require_str(obj: dict[str, Any], name: str) -> str:
+    value = obj[name]
+    if not isinstance(value, str):
+        raise _Invalid(
+            RejectReason.WRONG_TYPE, name, f"{name} must be a string, got {type(value).__name__}"
+        )
+    return value
+
+
+def _quantity(value: Any, event_type: EventType) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(
+            RejectReason.NON_INTEGER_QUANTITY, "quantity", f"quantity={value!r} is not an integer"
+        )
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise _Invalid(
+                RejectReason.NON_INTEGER_QUANTITY,
+                "quantity",
+                f"quantity={value!r} is not an integer number of units",
+            )
+        value = int(value)
+    if value < 0 and event_type is not EventType.ADJUSTMENT:
+        raise _Invalid(
+            RejectReason.NEGATIVE_QUANTITY,
+            "quantity",
+            f"quantity={value} is negative; only 'adjustment' carries a signed change",
+        )
+    return int(value)
+
+
+def event_from_dict(obj: Any) -> InventoryEvent:
+    """Validate a decoded JSON value. Raises ``_Invalid`` (internal) on the first problem."""
+    if not isinstance(obj, dict):
+        raise _Invalid(RejectReason.NOT_OBJECT, None, "the payload is JSON but not an object")
+    for name in REQUIRED_FIELDS:
+        if name not in obj or obj[name] is None:
+            raise _Invalid(RejectReason.MISSING_FIELD, name, f"required field {name!r} is missing")
+    event_id = _require_str(obj, "event_id")
+    if not event_id:
+        raise _Invalid(RejectReason.EMPTY_KEY, "event_id", "event_id must not be empty")
+    raw_type = obj["event_type"]
+    event_type = _EVENT_TYPES.get(raw_type) if isinstance(raw_type, str) else None
+    if event_type is None:
+        raise _Invalid(
+            RejectReason.UNKNOWN_EVENT_TYPE,
+            "event_type",
+            f"event_type={raw_type!r} is not one of {sorted(_EVENT_TYPES)}",
+        )
+    raw_source = obj["source"]
+    source = _SOURCES.get(raw_source) if isinstance(raw_source, str) else None
+    if source is None:
+        raise _Invalid(
+            RejectReason.UNKNOWN_SOURCE,
+            "source",
+            f"source={raw_source!r} is not one of {sorted(_SOURCES)}",
+        )
+    sku = _require_str(obj, "sku")
+    location = _require_str(obj, "location")
+    for name, value in (("sku", sku), ("location", location)):
+        if not value.strip():
+            raise _Invalid(RejectReason.EMPTY_KEY, name, f"{name} must be a non-empty string")
+    occurred_at = parse_timestamp(obj["occurred_at"], "occurred_at")
+    quantity = _quantity(obj["quantity"], event_type)
+    published_at = None
+    if obj.get("published_at") is not None:
+        published_at = parse_timestamp(obj["published_at"], "published_at")
+    unit_price = obj.get("unit_price")
+    if unit_price is not None and (
+        isinstance(unit_price, bool) or not isinstance(unit_price, int | float)
+    ):
+        raise _Invalid(RejectReason.WRONG_TYPE, "unit_price", "unit_price must be a number")
+    reference = obj.get("reference")
+    reason = obj.get("reason")
+    for name, value in (("reference", reference), ("reason", reason)):
+        if value is not None and not isinstance(value, str):
+            raise _Invalid(RejectReason.WRONG_TYPE, name, f"{name} must be a string")
+    extra = {k: v for k, v in obj.items() if k not in _KNOWN_FIELDS}
+    return InventoryEvent(
+        event_id=event_id,
+        event_type=event_type,
+        occurred_at=occurred_at,
+        sku=sku,
+        location=location,
+        quantity=quantity,
+        source=source,
+        reference=reference,
+        reason=reason,
+        unit_price=float(unit_price) if unit_price is not None else None,
+        published_at=published_at,
+        extra=extra,
+    )
+
+
+_decoder = msgspec.json.Decoder()
+
+
+def parse_event(raw: bytes | str) -> InventoryEvent | Rejection:
+    """Decode and validate one payload; never raises on bad input (see module docstring)."""
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    try:
+        obj = _decoder.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        return Rejection(text, RejectReason.NOT_JSON, None, f"payload is not valid JSON: {exc}")
+    try:
+        return event_from_dict(obj)
+    except _Invalid as exc:
+        return Rejection(text, exc.reason, exc.field_name, exc.detail)
+
+
+def encode_event(event: InventoryEvent) -> bytes:
+    """Canonical JSON bytes of an event (the Kafka message value)."""
+    return msgspec.json.encode(event.to_dict())

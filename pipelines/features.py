@@ -1,0 +1,291 @@
+"""Rolling inventory features per (sku, location): plain Python shared by stream and training.
+
+A :class:`KeyState` holds the ledger :class:`~pipelines.ledger.Position` of one key plus the
+activity accumulators below; :meth:`KeyState.snapshot` turns it into one feature row *as of* a
+given instant. The feature dataflow, ``shelfguard features``, ``shelfguard score`` and the
+training-set builder all call exactly this code, so there is no train/serve skew.
+
+Time rules (all in event time, UTC):
+- Windows ``(as_of − n days, as_of]`` are computed from per-UTC-day buckets; the oldest, partial
+  day is pro-rated by its overlap with the window. Buckets older than ``ALLOWED_LATENESS_S``
+  behind the key's newest event are dropped, so an event arriving later than that still updates
+  the ledger but no longer the windows.
+- Durations are clamped at 0: an ``as_of`` before an event never yields a negative age.
+- "Never seen" ages (no sale yet, say) are measured from the key's first event: a lower bound.
+- The EWMA rate is a continuous-time exponentially weighted rate (units/day, time constant
+  ``RATE_TAU_DAYS``) with warm-up bias correction; it is order-independent.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.events import EventType, InventoryEvent
+from pipelines.ledger import DAY_S, Outcome, Position, TransitSettlement
+
+HOUR_S = 3600.0
+RATE_TAU_DAYS = 7.0
+WINDOW_DAYS = 28
+ALLOWED_LATENESS_S = (WINDOW_DAYS + 1) * DAY_S
+MIN_WARMUP = 1.0 - math.exp(-1.0 / RATE_TAU_DAYS)  # never correct by more than a 1-day warm-up
+MAX_DAYS_OF_COVER = 365.0
+
+# bucket slots
+_SALES, _RETURNS, _ADJ, _PICK_SHORT, _PICK_OK = range(5)
+_SALE_TYPES = (EventType.SALE, EventType.FULFILLMENT)
+_RECEIPT_TYPES = (EventType.RECEIPT, EventType.TRANSFER_IN)
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    name: str
+    dtype: str
+    definition: str
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("on_hand", "int", "recorded on-hand units (ledger)"),
+    Feature("reserved", "int", "units reserved for open orders"),
+    Feature("in_transit", "int", "units shipped out by transfer_out, not yet confirmed received"),
+    Feature("damaged", "int", "units moved to damaged"),
+    Feature("quarantined", "int", "units in quarantine"),
+    Feature("returned_pending", "int", "customer returns awaiting inspection"),
+    Feature("atp", "int", "max(0, on_hand − reserved − risk_hold − safety_stock)"),
+    Feature("sales_1d", "float", "units sold (sale + fulfillment) in (as_of − 1 d, as_of]"),
+    Feature("sales_7d", "float", "units sold in (as_of − 7 d, as_of]"),
+    Feature("sales_28d", "float", "units sold in (as_of − 28 d, as_of]"),
+    Feature(
+        "ewma_daily_sales",
+        "float",
+        "exponentially weighted sales rate, units/day, time constant 7 d, warm-up corrected",
+    ),
+    Feature("hours_since_last_sale", "float", "hours from the last sale/fulfillment to as_of"),
+    Feature("hours_since_last_receipt", "float", "hours from the last receipt/transfer_in"),
+    Feature("hours_since_last_count", "float", "hours from the last cycle count"),
+    Feature(
+        "expected_sales_since_last_sale",
+        "float",
+        "EWMA rate at r × (as_of − r) in days, r = latest of last sale, receipt, count",
+    ),
+    Feature(
+        "zero_sales_probability",
+        "float",
+        "Poisson P(no sale) = exp(−expected_sales_since_last_sale): the zero-sales-run signal",
+    ),
+    Feature("pick_short_28d", "float", "pick_short events in the 28-day window"),
+    Feature(
+        "pick_short_rate_28d",
+        "float",
+        "pick_short / (pick_short + fulfillment) events in the 28-day window (0 when none)",
+    ),
+    Feature("last_count_variance", "float", "counted − book at the latest count (0 if none)"),
+    Feature(
+        "mean_abs_count_variance",
+        "float",
+        "mean |variance| over counts after the opening balance (0 if none)",
+    ),
+    Feature("returns_28d", "float", "returned units in the 28-day window"),
+    Feature("adjustments_28d", "float", "|adjusted| units in the 28-day window"),
+    Feature("days_of_cover", "float", "max(on_hand,0) / ewma_daily_sales, capped at 365"),
+    Feature("ledger_anomalies", "int", "moves that drove a bucket negative (record-error evidence)"),
+    Feature("unit_price", "float", "latest unit_price seen for the key (NaN if never)"),
+)
+FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
+
+
+class Activity:
+    """Event-time activity accumulators of one key (sales windows, recency, EWMA rate)."""
+
+    __slots__ = (
+        "days",
+        "rate_value",
+        "rate_ts",
+        "first_ts",
+        "max_ts",
+        "last_sale_ts",
+        "last_receipt_ts",
+        "last_count_ts",
+        "unit_price",
+    )
+
+    def __init__(self) -> None:
+        self.days: dict[int, list[int]] = {}
+        self.rate_value = 0.0
+        self.rate_ts = -math.inf
+        self.first_ts = math.inf
+        self.max_ts = -math.inf
+        self.last_sale_ts = -math.inf
+        self.last_receipt_ts = -math.inf
+        self.last_count_ts = -math.inf
+        self.unit_price = math.nan
+
+    def __getstate__(self) -> tuple:
+        return tuple(getattr(self, s) for s in self.__slots__)
+
+    def __setstate__(self, state: tuple) -> None:
+        for name, value in zip(self.__slots__, state, strict=True):
+            setattr(self, name, value)
+
+    def observe(self, event: InventoryEvent) -> None:
+        ts = event.occurred_ts
+        self.first_ts = min(self.first_ts, ts)
+        if ts > self.max_ts:
+            self.max_ts = ts
+            self._prune()
+        if event.unit_price is not None:
+            self.unit_price = event.unit_price
+        etype, q = event.event_type, event.quantity
+        if etype in _SALE_TYPES and q > 0:
+            self.last_sale_ts = max(self.last_sale_ts, ts)
+            self._add_rate(ts, q)
+        elif etype in _RECEIPT_TYPES and q > 0:
+            self.last_receipt_ts = max(self.last_receipt_ts, ts)
+        elif etype is EventType.CYCLE_COUNT:
+            self.last_count_ts = max(self.last_count_ts, ts)
+        if ts < self.max_ts - ALLOWED_LATENESS_S:
+            return
+        bucket = self._bucket(ts)
+        if etype in _SALE_TYPES:
+            bucket[_SALES] += q
+            if etype is EventType.FULFILLMENT:
+                bucket[_PICK_OK] += 1
+        elif etype is EventType.RETURN:
+            bucket[_RETURNS] += q
+        elif etype is EventType.ADJUSTMENT:
+            bucket[_ADJ] += abs(q)
+        elif etype is EventType.PICK_SHORT:
+            bucket[_PICK_SHORT] += 1
+
+    def _bucket(self, ts: float) -> list[int]:
+        day = int(ts // DAY_S)
+        bucket = self.days.get(day)
+        if bucket is None:
+            bucket = self.days[day] = [0, 0, 0, 0, 0]
+        return bucket
+
+    def _prune(self) -> None:
+        oldest = int((self.max_ts - ALLOWED_LATENESS_S) // DAY_S)
+        if self.days and min(self.days) < oldest:
+            self.days = {d: b for d, b in self.days.items() if d >= oldest}
+
+    def _add_rate(self, ts: float, q: int) -> None:
+        tau = RATE_TAU_DAYS * DAY_S
+        if ts >= self.rate_ts:
+            decay = math.exp(-(ts - self.rate_ts) / tau) if self.rate_ts > -math.inf else 0.0
+            self.rate_value = self.rate_value * decay + q / RATE_TAU_DAYS
+            self.rate_ts = ts
+        else:
+            self.rate_value += q / RATE_TAU_DAYS * math.exp(-(self.rate_ts - ts) / tau)
+
+    def rate_at(self, ts: float) -> float:
+        """EWMA sales rate (units/day) at ``ts`` (clamped to the newest sale)."""
+        if self.rate_ts == -math.inf:
+            return 0.0
+        ts = max(ts, self.rate_ts)
+        tau = RATE_TAU_DAYS * DAY_S
+        raw = self.rate_value * math.exp(-(ts - self.rate_ts) / tau)
+        warm = 1.0 - math.exp(-max(ts - self.first_ts, 0.0) / tau)
+        return raw / max(warm, MIN_WARMUP)
+
+    def window(self, as_of: float, days: int, slot: int) -> float:
+        """Sum of ``slot`` over (as_of − days, as_of], oldest partial UTC day pro-rated."""
+        start = as_of - days * DAY_S
+        first_day, last_day = int(start // DAY_S), int(as_of // DAY_S)
+        total = 0.0
+        for day, bucket in self.days.items():
+            if first_day < day <= last_day:
+                total += bucket[slot]
+            elif day == first_day:
+                total += bucket[slot] * (1.0 - (start - day * DAY_S) / DAY_S)
+        return total
+
+
+def _hours(as_of: float, ts: float, fallback: float) -> float:
+    ref = ts if ts > -math.inf else fallback
+    if ref == math.inf:
+        return 0.0
+    return max(as_of - ref, 0.0) / HOUR_S
+
+
+class KeyState:
+    """Ledger position + activity of one (sku, location): the unit of keyed stream state."""
+
+    __slots__ = ("sku", "location", "position", "activity", "duplicates")
+
+    def __init__(self, sku: str, location: str) -> None:
+        self.sku = sku
+        self.location = location
+        self.position = Position()
+        self.activity = Activity()
+        self.duplicates = 0
+
+    def __getstate__(self) -> tuple:
+        return (self.sku, self.location, self.position, self.activity, self.duplicates)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.sku, self.location, self.position, self.activity, self.duplicates = state
+
+    def apply(self, item: InventoryEvent | TransitSettlement) -> Outcome:
+        """Apply an event (ledger, then features) or a transit settlement (ledger only).
+
+        Duplicates change nothing and are counted in ``duplicates``.
+        """
+        if isinstance(item, TransitSettlement):
+            outcome = self.position.apply_settlement(item)
+        else:
+            outcome = self.position.apply(item)
+            if outcome is not Outcome.DUPLICATE:
+                self.activity.observe(item)
+        if outcome is Outcome.DUPLICATE:
+            self.duplicates += 1
+        return outcome
+
+    @property
+    def last_event_ts(self) -> float:
+        return self.activity.max_ts
+
+    def snapshot(self, as_of: float) -> dict[str, Any]:
+        """One feature row as of ``as_of`` (POSIX seconds, UTC). Keys: sku, location, FEATURES."""
+        pos, act = self.position, self.activity
+        rate = act.rate_at(as_of)
+        ref = max(act.last_sale_ts, act.last_receipt_ts, act.last_count_ts)
+        if ref == -math.inf:
+            ref = act.first_ts if act.first_ts < math.inf else as_of
+        expected = act.rate_at(ref) * max(as_of - ref, 0.0) / DAY_S
+        pick_short = act.window(as_of, WINDOW_DAYS, _PICK_SHORT)
+        pick_ok = act.window(as_of, WINDOW_DAYS, _PICK_OK)
+        n_var = pos.counts_with_variance
+        on_hand = pos.on_hand
+        return {
+            "sku": self.sku,
+            "location": self.location,
+            "on_hand": on_hand,
+            "reserved": pos.reserved,
+            "in_transit": pos.in_transit,
+            "damaged": pos.damaged,
+            "quarantined": pos.quarantined,
+            "returned_pending": pos.returned_pending,
+            "atp": pos.available_to_promise(),
+            "sales_1d": act.window(as_of, 1, _SALES),
+            "sales_7d": act.window(as_of, 7, _SALES),
+            "sales_28d": act.window(as_of, WINDOW_DAYS, _SALES),
+            "ewma_daily_sales": rate,
+            "hours_since_last_sale": _hours(as_of, act.last_sale_ts, act.first_ts),
+            "hours_since_last_receipt": _hours(as_of, act.last_receipt_ts, act.first_ts),
+            "hours_since_last_count": _hours(as_of, act.last_count_ts, act.first_ts),
+            "expected_sales_since_last_sale": expected,
+            "zero_sales_probability": math.exp(-expected),
+            "pick_short_28d": pick_short,
+            "pick_short_rate_28d": pick_short / (pick_short + pick_ok) if pick_short else 0.0,
+            "last_count_variance": float(pos.last_count_variance or 0),
+            "mean_abs_count_variance": pos.abs_variance_sum / n_var if n_var else 0.0,
+            "returns_28d": act.window(as_of, WINDOW_DAYS, _RETURNS),
+            "adjustments_28d": act.window(as_of, WINDOW_DAYS, _ADJ),
+            "days_of_cover": min(max(on_hand, 0) / rate, MAX_DAYS_OF_COVER)
+            if rate > 0
+            else (MAX_DAYS_OF_COVER if on_hand > 0 else 0.0),
+            "ledger_anomalies": pos.anomalies,
+            "unit_price": act.unit_price,
+        }

@@ -1,0 +1,328 @@
+"""The inventory ledger: exact positions of one (sku, location), as one explicit transition table.
+
+Pure Python over plain data: no I/O, no clock, no bytewax or Kafka. The stream, the training-set
+builder and the tests all run this code.
+
+Buckets (integer units):
+- ``on_hand``          units the record says are in the building and sellable or pickable;
+- ``reserved``         units promised to orders (still on hand until fulfilled);
+- ``in_transit``       units shipped *from* this location by ``transfer_out`` and not yet
+                       confirmed received at the destination;
+- ``damaged``          units moved out of on-hand by a ``damaged`` adjustment;
+- ``quarantined``      units held by a ``quarantine`` adjustment;
+- ``returned_pending`` customer returns waiting for inspection.
+
+Rules (see ``TRANSITIONS`` and the README table):
+- A ``cycle_count`` sets on-hand to the counted quantity *as of its occurred_at*: the count saw
+  every event that occurred at or before that instant. Events that occurred strictly later still
+  apply on top, whatever their arrival order; events that occurred at or before the latest count
+  but arrive after it change no on-hand (their other buckets still move). A count older than the
+  latest applied count is stale: recorded, on-hand unchanged.
+- Returns go to on-hand when ``reason`` is absent or ``inspection_pass``; any other reason parks
+  them in ``returned_pending``. An ``adjustment`` with reason ``inspection_pass`` moves |q| from
+  returned-pending to on-hand, ``inspection_fail`` from returned-pending to damaged.
+- Moves between buckets (``damaged``, ``quarantine``, ``release_quarantine``, inspection) use
+  |quantity|, so the sign the source chose does not matter. Any other adjustment adds q (signed).
+- A move that drives a bucket negative is applied and counted as an anomaly: negative stock is
+  evidence of a record error, never a reason to refuse an event.
+- Applying the same ``event_id`` twice changes nothing (within the dedupe horizon, below).
+
+Memory is bounded: event ids are remembered for ``DEDUPE_HORIZON_S`` of event-time progress of the
+key, and on-hand deltas after the latest count for ``COUNT_LATENESS_S``; a count that arrives later
+than that behind the key's newest event is applied as of the oldest remembered delta.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+from pipelines.events import EventType, InventoryEvent
+
+DAY_S = 86_400.0
+DEDUPE_HORIZON_S = 14 * DAY_S
+COUNT_LATENESS_S = 14 * DAY_S
+_PRUNE_EVERY = 64
+
+
+class Bucket(enum.StrEnum):
+    ON_HAND = "on_hand"
+    RESERVED = "reserved"
+    IN_TRANSIT = "in_transit"
+    DAMAGED = "damaged"
+    QUARANTINED = "quarantined"
+    RETURNED_PENDING = "returned_pending"
+
+
+class Outcome(enum.StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    #: a cycle count older than the latest applied count: variance not applied
+    STALE_COUNT = "stale_count"
+
+
+# Reason codes with a bucket-move meaning; any other reason is a plain signed adjustment.
+MOVE_REASONS: dict[str, tuple[Bucket, Bucket]] = {
+    "damaged": (Bucket.ON_HAND, Bucket.DAMAGED),
+    "quarantine": (Bucket.ON_HAND, Bucket.QUARANTINED),
+    "release_quarantine": (Bucket.QUARANTINED, Bucket.ON_HAND),
+    "inspection_pass": (Bucket.RETURNED_PENDING, Bucket.ON_HAND),
+    "inspection_fail": (Bucket.RETURNED_PENDING, Bucket.DAMAGED),
+}
+RETURN_TO_SHELF_REASONS = frozenset({None, "inspection_pass"})
+
+#: The transition table: per event type, the bucket deltas per unit of quantity.
+#: ``adjustment`` and ``return`` are refined by ``reason`` in :func:`deltas_for`;
+#: ``cycle_count`` is the as-of set described above; ``pick_short`` is evidence only.
+TRANSITIONS: dict[EventType, tuple[tuple[Bucket, int], ...]] = {
+    EventType.SALE: ((Bucket.ON_HAND, -1),),
+    EventType.RETURN: ((Bucket.ON_HAND, +1),),
+    EventType.RECEIPT: ((Bucket.ON_HAND, +1),),
+    EventType.TRANSFER_OUT: ((Bucket.ON_HAND, -1), (Bucket.IN_TRANSIT, +1)),
+    EventType.TRANSFER_IN: ((Bucket.ON_HAND, +1),),
+    EventType.ADJUSTMENT: ((Bucket.ON_HAND, +1),),
+    EventType.CYCLE_COUNT: (),
+    EventType.RESERVATION: ((Bucket.RESERVED, +1),),
+    EventType.RESERVATION_RELEASE: ((Bucket.RESERVED, -1),),
+    EventType.FULFILLMENT: ((Bucket.ON_HAND, -1), (Bucket.RESERVED, -1)),
+    EventType.PICK_SHORT: (),
+}
+
+
+def deltas_for(event: InventoryEvent) -> dict[Bucket, int]:
+    """Bucket deltas of a non-count event (the transition table applied to its quantity)."""
+    q = event.quantity
+    if event.event_type is EventType.ADJUSTMENT and event.reason in MOVE_REASONS:
+        src, dst = MOVE_REASONS[event.reason]
+        return {src: -abs(q), dst: abs(q)}
+    if event.event_type is EventType.RETURN and event.reason not in RETURN_TO_SHELF_REASONS:
+        return {Bucket.RETURNED_PENDING: q}
+    return {bucket: sign * q for bucket, sign in TRANSITIONS[event.event_type]}
+
+
+@dataclass(frozen=True, slots=True)
+class TransitSettlement:
+    """Units confirmed received at a transfer's destination: in-transit −q at the source."""
+
+    settle_id: str
+    sku: str
+    location: str  # the transfer's source location
+    quantity: int
+    ts: float  # event time (POSIX s) of the transfer side that completed the match
+
+    @property
+    def key(self) -> str:
+        return f"{self.sku}|{self.location}"
+
+
+class Position:
+    """Ledger state of one (sku, location). Mutable; pickles small (bytewax recovery state)."""
+
+    __slots__ = (
+        "on_hand",
+        "reserved",
+        "in_transit",
+        "damaged",
+        "quarantined",
+        "returned_pending",
+        "risk_hold",
+        "safety_stock",
+        "count_ts",
+        "count_qty",
+        "last_count_variance",
+        "counts_with_variance",
+        "abs_variance_sum",
+        "anomalies",
+        "max_ts",
+        "_post_count",
+        "_seen",
+        "_since_prune",
+    )
+
+    def __init__(self) -> None:
+        self.on_hand = 0
+        self.reserved = 0
+        self.in_transit = 0
+        self.damaged = 0
+        self.quarantined = 0
+        self.returned_pending = 0
+        self.risk_hold = 0
+        self.safety_stock = 0
+        self.count_ts = -math.inf
+        self.count_qty = 0
+        self.last_count_variance: int | None = None
+        self.counts_with_variance = 0
+        self.abs_variance_sum = 0
+        self.anomalies = 0
+        self.max_ts = -math.inf
+        # on-hand deltas of events that occurred after the latest count: [(ts, delta), ...]
+        self._post_count: list[tuple[float, int]] = []
+        # event_id -> the key's event-time watermark when first seen
+        self._seen: dict[str, float] = {}
+        self._since_prune = 0
+
+    # -- reading ---------------------------------------------------------------------------
+    def available_to_promise(self) -> int:
+        """max(0, on_hand − reserved − risk_hold − safety_stock)."""
+        return max(0, self.on_hand - self.reserved - self.risk_hold - self.safety_stock)
+
+    def buckets(self) -> dict[str, int]:
+        return {b.value: getattr(self, b.value) for b in Bucket}
+
+    def has_seen(self, event_id: str) -> bool:
+        return event_id in self._seen
+
+    def __getstate__(self) -> tuple:
+        return tuple(getattr(self, s) for s in self.__slots__)
+
+    def __setstate__(self, state: tuple) -> None:
+        for name, value in zip(self.__slots__, state, strict=True):
+            setattr(self, name, value)
+
+    # -- writing ---------------------------------------------------------------------------
+    def apply(self, event: InventoryEvent) -> Outcome:
+        """Apply one validated event of this key. Idempotent per ``event_id``."""
+        if self._remember(event.event_id, event.occurred_ts):
+            return Outcome.DUPLICATE
+        ts = event.occurred_ts
+        if event.event_type is EventType.CYCLE_COUNT:
+            return self._apply_count(ts, event.quantity)
+        for bucket, delta in deltas_for(event).items():
+            if bucket is Bucket.ON_HAND:
+                if ts <= self.count_ts:
+                    continue  # the latest count already saw this unit move
+                self._post_count.append((ts, delta))
+            self._add(bucket, delta)
+        return Outcome.APPLIED
+
+    def apply_settlement(self, settlement: TransitSettlement) -> Outcome:
+        """In-transit −q for a transfer confirmed at its destination. Idempotent per id."""
+        if self._remember(settlement.settle_id, settlement.ts):
+            return Outcome.DUPLICATE
+        self._add(Bucket.IN_TRANSIT, -settlement.quantity)
+        return Outcome.APPLIED
+
+    def _apply_count(self, ts: float, counted: int) -> Outcome:
+        if ts <= self.count_ts:
+            return Outcome.STALE_COUNT
+        after = [(t, d) for t, d in self._post_count if t > ts]
+        book_at_count = self.on_hand - sum(d for _, d in after)
+        is_opening = self.count_ts == -math.inf and not self._post_count
+        if not is_opening:
+            variance = counted - book_at_count
+            self.last_count_variance = variance
+            self.counts_with_variance += 1
+            self.abs_variance_sum += abs(variance)
+        self.count_ts = ts
+        self.count_qty = counted
+        self._post_count = after
+        self.on_hand = counted + sum(d for _, d in after)
+        if self.on_hand < 0:
+            self.anomalies += 1
+        return Outcome.APPLIED
+
+    def _add(self, bucket: Bucket, delta: int) -> None:
+        value = getattr(self, bucket.value) + delta
+        setattr(self, bucket.value, value)
+        if value < 0 and delta < 0:
+            self.anomalies += 1
+
+    def _remember(self, event_id: str, ts: float) -> bool:
+        """True if ``event_id`` was already applied; otherwise remember it and advance time."""
+        if event_id in self._seen:
+            return True
+        if ts > self.max_ts:
+            self.max_ts = ts
+        self._seen[event_id] = self.max_ts
+        self._since_prune += 1
+        if self._since_prune >= _PRUNE_EVERY:
+            self._prune()
+        return False
+
+    def _prune(self) -> None:
+        self._since_prune = 0
+        horizon = self.max_ts - DEDUPE_HORIZON_S
+        self._seen = {k: t for k, t in self._seen.items() if t >= horizon}
+        count_horizon = self.max_ts - COUNT_LATENESS_S
+        if self._post_count and self._post_count[0][0] < count_horizon:
+            # Forget old deltas (on_hand already includes them): a count older than the horizon
+            # then treats them as seen by the count, i.e. it applies as of the horizon.
+            self._post_count = [(t, d) for t, d in self._post_count if t >= count_horizon]
+
+
+class TransferMatcher:
+    """Matches ``transfer_out`` and ``transfer_in`` of one (sku, reference), in any order.
+
+    Each ``transfer_in`` with a reference settles its quantity against the ``transfer_out`` of the
+    same sku and reference, producing a :class:`TransitSettlement` for the source location once
+    both sides are known. Duplicates of either side produce nothing. Keyed ``"{sku}|{reference}"``
+    in the stream; one instance per key.
+    """
+
+    __slots__ = ("source_location", "pending_ins", "seen")
+
+    def __init__(self) -> None:
+        self.source_location: str | None = None
+        self.pending_ins: list[tuple[str, int]] = []
+        self.seen: set[str] = set()
+
+    def observe(self, event: InventoryEvent) -> list[TransitSettlement]:
+        if event.event_id in self.seen or event.reference is None:
+            return []
+        self.seen.add(event.event_id)
+        if event.event_type is EventType.TRANSFER_OUT:
+            self.source_location = event.location
+        elif event.event_type is EventType.TRANSFER_IN:
+            self.pending_ins.append((event.event_id, event.quantity))
+        else:
+            return []
+        if self.source_location is None:
+            return []
+        out = [
+            TransitSettlement(
+                f"{eid}#settle", event.sku, self.source_location, qty, event.occurred_ts
+            )
+            for eid, qty in self.pending_ins
+        ]
+        self.pending_ins = []
+        return out
+
+
+def is_transfer(event: InventoryEvent) -> bool:
+    return event.reference is not None and event.event_type in (
+        EventType.TRANSFER_OUT,
+        EventType.TRANSFER_IN,
+    )
+
+
+class InventoryBook:
+    """Positions of many keys, with transfer matching: the whole ledger for batch use.
+
+    The stream runs the same two pieces (:class:`TransferMatcher` keyed by sku|reference,
+    :class:`Position` keyed by sku|location) as two stateful steps.
+    """
+
+    def __init__(self) -> None:
+        self.positions: dict[tuple[str, str], Position] = {}
+        self.matchers: dict[tuple[str, str], TransferMatcher] = {}
+        self.duplicates = 0
+
+    def position(self, sku: str, location: str) -> Position:
+        key = (sku, location)
+        pos = self.positions.get(key)
+        if pos is None:
+            pos = self.positions[key] = Position()
+        return pos
+
+    def apply(self, event: InventoryEvent) -> Outcome:
+        outcome = self.position(event.sku, event.location).apply(event)
+        if outcome is Outcome.DUPLICATE:
+            self.duplicates += 1
+            return outcome
+        if is_transfer(event):
+            assert event.reference is not None
+            matcher = self.matchers.setdefault((event.sku, event.reference), TransferMatcher())
+            for settlement in matcher.observe(event):
+                self.position(settlement.sku, settlement.location).apply_settlement(settlement)
+        return outcome

@@ -1,0 +1,124 @@
+"""The ``shelfguard`` command. Subcommands import their modules lazily so start-up stays fast."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="shelfguard",
+    help="Streaming analytics and AI exception detection for omnichannel retail inventory.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option("--out", help="Output directory")],
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same files)")] = 1,
+    stores: Annotated[int, typer.Option(help="Number of stores")] = 10,
+    skus: Annotated[int, typer.Option(help="Number of SKUs")] = 200,
+    days: Annotated[int, typer.Option(help="Number of simulated days")] = 30,
+    scenario: Annotated[
+        Optional[str],  # noqa: UP045 - typer needs Optional here
+        typer.Option(help="promo_burst | pos_outage | marketplace_latency | duplicate_storm"),
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
+) -> None:
+    """Simulate an omnichannel retailer: DIR/events.jsonl (arrival order) + ground truth."""
+    from pipelines.simulator import SCENARIOS
+    from pipelines.simulator import simulate as run_simulation
+
+    if scenario is not None and scenario not in SCENARIOS:
+        raise typer.BadParameter(
+            f"unknown scenario {scenario!r}; choose one of {', '.join(sorted(SCENARIOS))}",
+            param_hint="--scenario",
+        )
+    summary = run_simulation(
+        out, seed=seed, stores=stores, skus=skus, days=days, scenario=scenario, progress=not quiet
+    )
+    _print_summary("simulation", summary.to_dict())
+
+
+@app.command()
+def validate(
+    events: Annotated[Path, typer.Option("--events", help="JSONL event file")],
+    dlq: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Write rejected lines here (JSONL: raw, reason, field, detail)"),
+    ] = None,
+) -> None:
+    """Check an event file against the contract; count rejects by reason."""
+    from collections import Counter
+
+    from pipelines.connectors import rejection_line
+    from pipelines.events import Rejection, parse_event
+    from pipelines.replay import iter_lines
+
+    reasons: Counter[str] = Counter()
+    total = 0
+    sink = dlq.open("w") if dlq else None
+    try:
+        for raw in iter_lines(events):
+            total += 1
+            parsed = parse_event(raw)
+            if isinstance(parsed, Rejection):
+                reasons[parsed.reason.value] += 1
+                if sink:
+                    sink.write(rejection_line(parsed) + "\n")
+    finally:
+        if sink:
+            sink.close()
+    _print_summary(
+        "validation",
+        {"lines": total, "valid": total - sum(reasons.values()), **dict(reasons)},
+    )
+
+
+@app.command()
+def features(
+    events: Annotated[Path, typer.Option("--events", help="JSONL event file")],
+    out: Annotated[Path, typer.Option("--out", help="Parquet file, one row per sku-location")],
+    dlq: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--dlq", help="Dead-letter JSONL (default: <out>.dlq.jsonl)"),
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", "-w", help="Bytewax workers")] = 1,
+) -> None:
+    """Run the feature dataflow over a JSONL file; write features as of the end of the stream."""
+    from pipelines.feature_job import run_features
+
+    if not events.exists():
+        raise typer.BadParameter(f"{events} does not exist", param_hint="--events")
+    result = run_features(out, events=events, dlq=dlq, workers=workers)
+    _print_summary(
+        "features",
+        {
+            "keys": result.keys,
+            "rejected (dead-lettered)": result.rejected,
+            "duplicates dropped": result.duplicates,
+            "out": str(result.out),
+        },
+    )
+
+
+def _print_summary(title: str, values: dict) -> None:
+    table = Table(title=title, show_header=False)
+    for key, value in values.items():
+        if isinstance(value, dict):
+            value = json.dumps(value, sort_keys=True)
+        table.add_row(str(key), str(value))
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,127 @@
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from pipelines.events import (
+    EventType,
+    InventoryEvent,
+    RejectReason,
+    Rejection,
+    encode_event,
+    parse_event,
+)
+
+SCHEMA = json.loads(
+    (Path(__file__).resolve().parents[2] / "pipelines/schemas/inventory_event.schema.json").read_text()
+)
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+
+GOOD = {
+    "event_id": "e1",
+    "event_type": "sale",
+    "occurred_at": "2026-03-01T10:00:00+02:00",
+    "sku": "SKU-1",
+    "location": "S1",
+    "quantity": 2,
+    "source": "pos",
+}
+
+
+def with_(**changes):
+    obj = dict(GOOD)
+    for key, value in changes.items():
+        if value is ...:
+            obj.pop(key)
+        else:
+            obj[key] = value
+    return json.dumps(obj)
+
+
+def test_valid_event_is_parsed_to_utc():
+    event = parse_event(json.dumps(GOOD))
+    assert isinstance(event, InventoryEvent)
+    assert event.occurred_at == datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+    assert event.event_type is EventType.SALE
+    assert event.key == "SKU-1|S1"
+
+
+def test_unknown_fields_are_kept_and_ignored():
+    event = parse_event(with_(channel_hint="click-and-collect"))
+    assert isinstance(event, InventoryEvent)
+    assert event.extra == {"channel_hint": "click-and-collect"}
+    assert json.loads(encode_event(event))["channel_hint"] == "click-and-collect"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason", "field"),
+    [
+        ("{not json", RejectReason.NOT_JSON, None),
+        ("[1, 2]", RejectReason.NOT_OBJECT, None),
+        (with_(sku=...), RejectReason.MISSING_FIELD, "sku"),
+        (with_(quantity=...), RejectReason.MISSING_FIELD, "quantity"),
+        (with_(event_type="teleport"), RejectReason.UNKNOWN_EVENT_TYPE, "event_type"),
+        (with_(source="fax"), RejectReason.UNKNOWN_SOURCE, "source"),
+        (with_(occurred_at="2026-03-01 10:00"), RejectReason.BAD_TIMESTAMP, "occurred_at"),
+        (with_(occurred_at="yesterday"), RejectReason.BAD_TIMESTAMP, "occurred_at"),
+        (with_(occurred_at="2026-03-01T10:00:00"), RejectReason.ZONELESS_TIMESTAMP, "occurred_at"),
+        (with_(quantity=1.5), RejectReason.NON_INTEGER_QUANTITY, "quantity"),
+        (with_(quantity="3"), RejectReason.NON_INTEGER_QUANTITY, "quantity"),
+        (with_(quantity=True), RejectReason.NON_INTEGER_QUANTITY, "quantity"),
+        (with_(quantity=-4), RejectReason.NEGATIVE_QUANTITY, "quantity"),
+        (with_(sku=""), RejectReason.EMPTY_KEY, "sku"),
+        (with_(location="  "), RejectReason.EMPTY_KEY, "location"),
+        (with_(sku=12), RejectReason.WRONG_TYPE, "sku"),
+        (with_(published_at="2026-03-01T10:00:00"), RejectReason.ZONELESS_TIMESTAMP, "published_at"),
+    ],
+)
+def test_every_reject_reason(raw, reason, field):
+    result = parse_event(raw)
+    assert isinstance(result, Rejection)
+    assert result.reason is reason
+    assert result.field == field
+    assert result.raw == raw
+    assert result.detail  # a sentence for humans
+
+
+def test_negative_adjustment_is_valid():
+    assert isinstance(parse_event(with_(event_type="adjustment", quantity=-3)), InventoryEvent)
+
+
+def test_integral_float_quantity_is_an_integer_as_in_json_schema():
+    event = parse_event(with_(quantity=3.0))
+    assert isinstance(event, InventoryEvent) and event.quantity == 3
+    assert VALIDATOR.is_valid(json.loads(with_(quantity=3.0)))
+
+
+def test_schema_and_validator_agree_on_conformance_cases(conformance_dir):
+    for line in (conformance_dir / "events.jsonl").read_text().splitlines():
+        parsed = parse_event(line)
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            assert isinstance(parsed, Rejection)
+            continue
+        assert VALIDATOR.is_valid(obj) == isinstance(parsed, InventoryEvent), line
+
+
+def test_conformance_rejects_exactly_nine_with_reasons(conformance_dir):
+    rejects = [
+        r
+        for r in map(parse_event, (conformance_dir / "events.jsonl").read_text().splitlines())
+        if isinstance(r, Rejection)
+    ]
+    assert len(rejects) == 9
+    assert {r.reason for r in rejects} == {
+        RejectReason.MISSING_FIELD,
+        RejectReason.BAD_TIMESTAMP,
+        RejectReason.ZONELESS_TIMESTAMP,
+        RejectReason.UNKNOWN_EVENT_TYPE,
+        RejectReason.NEGATIVE_QUANTITY,
+        RejectReason.NON_INTEGER_QUANTITY,
+        RejectReason.EMPTY_KEY,
+        RejectReason.UNKNOWN_SOURCE,
+        RejectReason.NOT_JSON,
+    }
