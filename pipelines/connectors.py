@@ -53,9 +53,15 @@ def file_source(path: Path, batch_size: int = 1000) -> FileSource:
 
 
 def dlq_file_sink(path: Path) -> FileSink:
+    """The dead-letter JSONL file; items are ``(key, line)`` (FileSink has one partition)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
     return FileSink(path)
+
+
+def jsonl_file_sink(path: Path) -> FileSink:
+    """A JSONL output file; items are ``(key, line)`` (one partition, resumable)."""
+    return dlq_file_sink(path)
 
 
 def kafka_source(

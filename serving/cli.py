@@ -19,6 +19,7 @@ app = typer.Typer(
 console = Console()
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+EVENTS_TOPIC = "inventory.events"
 
 
 @app.command()
@@ -86,20 +87,32 @@ def validate(
 
 @app.command()
 def features(
-    events: Annotated[Path, typer.Option("--events", help="JSONL event file")],
     out: Annotated[Path, typer.Option("--out", help="Parquet file, one row per sku-location")],
+    events: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--events", help="JSONL event file (the embedded default)"),
+    ] = None,
     dlq: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Option("--dlq", help="Dead-letter JSONL (default: <out>.dlq.jsonl)"),
     ] = None,
+    bootstrap: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Read a Kafka topic from its start to its end instead of a file"),
+    ] = None,
+    topic: Annotated[str, typer.Option(help="Kafka topic (with --bootstrap)")] = EVENTS_TOPIC,
     workers: Annotated[int, typer.Option("--workers", "-w", help="Bytewax workers")] = 1,
 ) -> None:
-    """Run the feature dataflow over a JSONL file; write features as of the end of the stream."""
+    """Run the feature dataflow over a JSONL file (or a Kafka topic); write features as of its end."""
     from pipelines.feature_job import run_features
 
-    if not events.exists():
+    if (events is None) == (bootstrap is None):
+        raise typer.BadParameter("give exactly one of --events FILE or --bootstrap HOST:PORT")
+    if events is not None and not events.exists():
         raise typer.BadParameter(f"{events} does not exist", param_hint="--events")
-    result = run_features(out, events=events, dlq=dlq, workers=workers)
+    result = run_features(
+        out, events=events, bootstrap=bootstrap, topic=topic, dlq=dlq, workers=workers
+    )
     _print_summary(
         "features",
         {
@@ -108,6 +121,69 @@ def features(
             "duplicates dropped": result.duplicates,
             "out": str(result.out),
         },
+    )
+
+
+@app.command()
+def publish(
+    events: Annotated[Path, typer.Option("--events", help="JSONL event file")],
+    bootstrap: Annotated[str, typer.Option(help="Kafka bootstrap servers")] = DEFAULT_BOOTSTRAP,
+    topic: Annotated[str, typer.Option(help="Kafka topic")] = EVENTS_TOPIC,
+    quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
+) -> None:
+    """Publish an event file to Kafka (idempotent producer, key sku|location)."""
+    from pipelines.publish import publish_file
+
+    if not events.exists():
+        raise typer.BadParameter(f"{events} does not exist", param_hint="--events")
+    result = publish_file(events, bootstrap, topic, progress=not quiet)
+    _print_summary(
+        "publish",
+        {
+            "sent": result.sent,
+            "delivered": result.delivered,
+            "delivery errors": result.failed,
+            "events/s": round(result.sent / result.seconds) if result.seconds else 0,
+        },
+    )
+    for error in result.errors:
+        console.print(f"[red]delivery error:[/red] {error}")
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def stream(
+    bootstrap: Annotated[str, typer.Option(help="Kafka bootstrap servers")] = DEFAULT_BOOTSTRAP,
+    topic: Annotated[str, typer.Option(help="Input topic")] = EVENTS_TOPIC,
+    workers: Annotated[int, typer.Option("--workers", "-w", help="Workers in this process")] = 1,
+    recovery_dir: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Bytewax recovery directory (created with its partitions if absent)"),
+    ] = None,
+    snapshot_seconds: Annotated[float, typer.Option(help="Snapshot interval")] = 2.0,
+    tail: Annotated[bool, typer.Option(help="Keep consuming (--no-tail: stop at the end)")] = True,
+) -> None:
+    """Run the feature dataflow on Kafka: snapshots to inventory.features, rejects to the DLQ."""
+    from datetime import timedelta
+
+    from bytewax.recovery import RecoveryConfig
+    from bytewax.run import cli_main
+
+    from pipelines.recovery import ensure_recovery_dir
+    from pipelines.settings import FlowSettings
+    from pipelines.stream import build_stream_flow
+
+    settings = FlowSettings(source="kafka", bootstrap=bootstrap, events_topic=topic, tail=tail)
+    recovery = None
+    if recovery_dir is not None:
+        ensure_recovery_dir(recovery_dir)
+        recovery = RecoveryConfig(str(recovery_dir))
+    cli_main(
+        build_stream_flow(settings),
+        workers_per_process=workers,
+        epoch_interval=timedelta(seconds=snapshot_seconds),
+        recovery_config=recovery,
     )
 
 
