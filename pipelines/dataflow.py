@@ -26,7 +26,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -100,6 +100,10 @@ class MatcherLogic(StatefulBatchLogic[InventoryEvent, TransitSettlement, bytes])
         return pickle.dumps(self.matcher)
 
 
+def _is_event(item: InventoryEvent | Rejection) -> TypeGuard[InventoryEvent]:
+    return isinstance(item, InventoryEvent)
+
+
 def _payload(item: Any) -> bytes | str:
     """The raw event payload of a source item (a JSONL line or a Kafka message)."""
     value = getattr(item, "value", item)
@@ -121,8 +125,8 @@ def build_flow(
     raw = op.input("events", flow, source)
     raw = op.filter("skip_blank", raw, lambda item: bool(_payload(item).strip()))
     parsed = op.map("parse", raw, lambda item: parse_event(_payload(item)))
-    valid = op.branch("valid", parsed, lambda x: isinstance(x, InventoryEvent))
-    rejects = valid.falses
+    valid = op.branch("valid", parsed, _is_event)
+    rejects: Any = valid.falses
     if dlq_format is not None:
         rejects = op.map("dlq_format", rejects, dlq_format)
     op.output("dead_letter", rejects, dlq_sink)
@@ -130,10 +134,10 @@ def build_flow(
     events = valid.trues
     transfers = op.filter("transfers", events, is_transfer)
     by_ref = op.key_on("by_reference", transfers, lambda e: f"{e.sku}|{e.reference}")
-    settled = op.stateful_batch("match_transfers", by_ref, MatcherLogic)
+    settled = op.stateful_batch("match_transfers", by_ref, lambda resume: MatcherLogic(resume))
     settlements = op.key_rm("settlements", settled)
 
-    merged = op.merge("ledger_input", events, settlements)
+    merged: Any = op.merge("ledger_input", events, settlements)
     keyed = op.key_on("by_key", merged, lambda x: x.key)
     outputs = op.stateful_batch("ledger", keyed, lambda resume: LedgerLogic(resume, emit))
     out = op.key_rm("outputs", outputs)
@@ -141,4 +145,3 @@ def build_flow(
         out = op.map("out_format", out, out_format)
     op.output("features_out", out, out_sink)
     return flow
-

@@ -267,9 +267,9 @@ def event_from_dict(obj: Any) -> InventoryEvent:
         raise _Invalid(RejectReason.WRONG_TYPE, "unit_price", "unit_price must be a number")
     reference = obj.get("reference")
     reason = obj.get("reason")
-    for name, value in (("reference", reference), ("reason", reason)):
-        if value is not None and not isinstance(value, str):
-            raise _Invalid(RejectReason.WRONG_TYPE, name, f"{name} must be a string")
+    for field_name, optional in (("reference", reference), ("reason", reason)):
+        if optional is not None and not isinstance(optional, str):
+            raise _Invalid(RejectReason.WRONG_TYPE, field_name, f"{field_name} must be a string")
     extra = {k: v for k, v in obj.items() if k not in _KNOWN_FIELDS}
     return InventoryEvent(
         event_id=event_id,

@@ -6,7 +6,9 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from bytewax.inputs import Source
 from bytewax.run import cli_main
 from bytewax.testing import run_main
 
@@ -49,6 +51,7 @@ def run_features(
     dlq = dlq or out.with_suffix(".dlq.jsonl")
     with tempfile.TemporaryDirectory(prefix="shelfguard-states-") as tmp:
         state_dir = Path(tmp)
+        source: Source[Any]
         if events is not None:
             source = connectors.file_source(events, batch_size)
         else:

@@ -89,7 +89,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("returns_28d", "float", "returned units in the 28-day window"),
     Feature("adjustments_28d", "float", "|adjusted| units in the 28-day window"),
     Feature("days_of_cover", "float", "max(on_hand,0) / ewma_daily_sales, capped at 365"),
-    Feature("ledger_anomalies", "int", "moves that drove a bucket negative (record-error evidence)"),
+    Feature("ledger_anomalies", "int", "moves that drove a bucket negative (record errors)"),
     Feature("unit_price", "float", "latest unit_price seen for the key (NaN if never)"),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)

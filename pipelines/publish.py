@@ -22,7 +22,9 @@ _decoder = msgspec.json.Decoder()
 
 
 class ProducerLike(Protocol):
-    def produce(self, topic: str, value: bytes, key: bytes | None, on_delivery: Any) -> None: ...
+    """The part of ``confluent_kafka.Producer`` we use (tests may pass a fake)."""
+
+    def produce(self, topic: str, value: Any = ..., key: Any = ..., **kwargs: Any) -> None: ...
     def poll(self, timeout: float) -> int: ...
     def flush(self, timeout: float) -> int: ...
 
@@ -69,7 +71,7 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = DEFAULT_PARTITION
 def make_producer(bootstrap: str) -> ProducerLike:
     from confluent_kafka import Producer
 
-    return Producer(
+    producer: Any = Producer(
         {
             "bootstrap.servers": bootstrap,
             "enable.idempotence": True,
@@ -78,6 +80,7 @@ def make_producer(bootstrap: str) -> ProducerLike:
             "compression.type": "lz4",
         }
     )
+    return producer
 
 
 def publish_lines(
@@ -136,6 +139,4 @@ def publish_file(
     total = sum(1 for _ in iter_lines(path))
     with Progress() as bar:
         task = bar.add_task(f"publishing to {topic}", total=total)
-        return publish_lines(
-            iter_lines(path), producer, topic, lambda n: bar.advance(task, n)
-        )
+        return publish_lines(iter_lines(path), producer, topic, lambda n: bar.advance(task, n))

@@ -8,14 +8,16 @@ import pytest
 from pipelines.events import (
     EventType,
     InventoryEvent,
-    RejectReason,
     Rejection,
+    RejectReason,
     encode_event,
     parse_event,
 )
 
 SCHEMA = json.loads(
-    (Path(__file__).resolve().parents[2] / "pipelines/schemas/inventory_event.schema.json").read_text()
+    (
+        Path(__file__).resolve().parents[2] / "pipelines/schemas/inventory_event.schema.json"
+    ).read_text()
 )
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
@@ -74,7 +76,11 @@ def test_unknown_fields_are_kept_and_ignored():
         (with_(sku=""), RejectReason.EMPTY_KEY, "sku"),
         (with_(location="  "), RejectReason.EMPTY_KEY, "location"),
         (with_(sku=12), RejectReason.WRONG_TYPE, "sku"),
-        (with_(published_at="2026-03-01T10:00:00"), RejectReason.ZONELESS_TIMESTAMP, "published_at"),
+        (
+            with_(published_at="2026-03-01T10:00:00"),
+            RejectReason.ZONELESS_TIMESTAMP,
+            "published_at",
+        ),
     ],
 )
 def test_every_reject_reason(raw, reason, field):

@@ -132,4 +132,3 @@ def test_no_derived_duration_is_negative(spec, as_of_hours):
     assert snap["expected_sales_since_last_sale"] >= 0
     assert 0 <= snap["zero_sales_probability"] <= 1
     assert snap["ewma_daily_sales"] >= 0 and snap["days_of_cover"] >= 0
-
