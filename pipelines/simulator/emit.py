@@ -38,6 +38,18 @@ def _strings(values: Sequence[str]) -> pa.Array:
     return pa.array(list(values), type=pa.string())
 
 
+def _time_of_day_table() -> pa.Array:
+    """``"Thh:mm:ssZ"`` for every second of a day, indexed by second of day."""
+    seconds = np.arange(DAY_S)
+
+    def two(values: np.ndarray) -> pa.Array:
+        return pc.utf8_lpad(pc.cast(pa.array(values), pa.string()), 2, "0")
+
+    return pc.binary_join_element_wise(
+        "T", two(seconds // 3600), ":", two(seconds // 60 % 60), ":", two(seconds % 60), "Z", ""
+    )
+
+
 class LineFormatter:
     """Turns :class:`EventBatch` rows into JSON lines (and Python dicts) of the event contract.
 
@@ -56,21 +68,20 @@ class LineFormatter:
             ["" if not p else f',"reference":"{p}' for p in REFERENCE_PREFIXES]
         )
         self._reasons = _strings(["" if not r else f',"reason":"{r}"' for r in REASONS])
-        seconds = np.arange(DAY_S)
-        self._time_of_day = _strings(
-            [f"T{h:02d}:{m:02d}:{s:02d}Z" for h, m, s in zip(
-                seconds // 3600, seconds // 60 % 60, seconds % 60, strict=True
-            )]
-        )  # fmt: skip
+        self._time_of_day = _time_of_day_table()
 
     # -- columns ---------------------------------------------------------------------------
     def _timestamps(self, seconds: np.ndarray) -> pa.Array:
         day = (seconds - self.world.start_s) // DAY_S
         unique, inverse = np.unique(day, return_inverse=True)
         dates = _strings(
-            [datetime.fromtimestamp(self.world.start_s + int(d) * DAY_S, tz=UTC).date().isoformat()
-             for d in unique]
-        )  # fmt: skip
+            [
+                datetime.fromtimestamp(self.world.start_s + int(d) * DAY_S, tz=UTC)
+                .date()
+                .isoformat()
+                for d in unique
+            ]
+        )
         return pc.binary_join_element_wise(
             dates.take(pa.array(inverse.astype(np.int64))),
             self._time_of_day.take(pa.array(seconds - (self.world.start_s + day * DAY_S))),
@@ -82,17 +93,13 @@ class LineFormatter:
         return pc.utf8_lpad(pc.cast(pa.array(numbers), pa.string()), width, "0")
 
     def event_ids(self, event_no: np.ndarray) -> pa.Array:
-        return pc.binary_join_element_wise(
-            f"{self.tag}-", self._padded(event_no, _ID_DIGITS), ""
-        )
+        return pc.binary_join_element_wise(f"{self.tag}-", self._padded(event_no, _ID_DIGITS), "")
 
     def _references(self, kind: np.ndarray, number: np.ndarray) -> pa.Array:
         numbered = pa.array(kind > REF["OPENING"])
         digits = pc.if_else(numbered, self._padded(number, _REF_DIGITS), "")
         close = pc.if_else(pa.array(kind > 0), '"', "")
-        return pc.binary_join_element_wise(
-            self._ref_open.take(pa.array(kind)), digits, close, ""
-        )
+        return pc.binary_join_element_wise(self._ref_open.take(pa.array(kind)), digits, close, "")
 
     @staticmethod
     def _prices(cents: np.ndarray) -> pa.Array:
@@ -112,31 +119,42 @@ class LineFormatter:
         if len(batch) == 0:
             return pa.array([], type=pa.string())
         return pc.binary_join_element_wise(
-            '{"event_id":"', self.event_ids(batch.event_no),
-            '","event_type":"', self._types.take(pa.array(batch.event_type)),
-            '","occurred_at":"', self._timestamps(batch.occurred),
-            '","sku":"', self._skus.take(pa.array(batch.sku)),
-            '","location":"', self._locations.take(pa.array(batch.location)),
-            '","quantity":', pc.cast(pa.array(batch.quantity), pa.string()),
-            ',"source":"', self._sources.take(pa.array(batch.source)), '"',
+            '{"event_id":"',
+            self.event_ids(batch.event_no),
+            '","event_type":"',
+            self._types.take(pa.array(batch.event_type)),
+            '","occurred_at":"',
+            self._timestamps(batch.occurred),
+            '","sku":"',
+            self._skus.take(pa.array(batch.sku)),
+            '","location":"',
+            self._locations.take(pa.array(batch.location)),
+            '","quantity":',
+            pc.cast(pa.array(batch.quantity), pa.string()),
+            ',"source":"',
+            self._sources.take(pa.array(batch.source)),
+            '"',
             self._references(batch.reference_kind, batch.reference_no),
             self._reasons.take(pa.array(batch.reason)),
             self._prices(batch.price_cents),
-            ',"published_at":"', self._timestamps(batch.published), '"}\n',
+            ',"published_at":"',
+            self._timestamps(batch.published),
+            '"}\n',
             "",
-        )  # fmt: skip
+        )
 
-    def record(self, batch: EventBatch, row: int) -> dict[str, Any]:
-        """The JSON object of one row as a dict (same content as its line)."""
-        return json.loads(self.lines(batch.take(np.array([row])))[0].as_py())
+    def records(self, batch: EventBatch) -> list[dict[str, Any]]:
+        """The JSON objects of the rows as dicts (same content as their lines)."""
+        return [json.loads(line) for line in self.lines(batch).to_pylist()]
 
 
 def _line_bytes(lines: pa.Array) -> bytes:
     """The concatenated UTF-8 bytes of a string array (its lines already end in newline)."""
     if len(lines) == 0:
         return b""
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines) + 1,
-                            offset=lines.offset * 4)  # fmt: skip
+    offsets = np.frombuffer(
+        lines.buffers()[1], dtype=np.int32, count=len(lines) + 1, offset=lines.offset * 4
+    )
     return lines.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]
 
 
@@ -181,10 +199,12 @@ class EventLogWriter:
         lines = pa.concat_arrays(
             [
                 self.formatter.lines(batch.take(now)),
-                pa.array([t for t, keep in zip(self._extra_lines, x_now, strict=True) if keep],
-                         type=pa.string()),
+                pa.array(
+                    [t for t, keep in zip(self._extra_lines, x_now, strict=True) if keep],
+                    type=pa.string(),
+                ),
             ]
-        )  # fmt: skip
+        )
         arrival = np.concatenate([batch.arrival[now], x_arrival[x_now]])
         order = np.lexsort((np.concatenate([seq[now], x_seq[x_now]]), arrival))
         self._file.write(_line_bytes(lines.take(pa.array(order))))
@@ -233,11 +253,14 @@ def truth_schema() -> pa.Schema:
     return pa.schema(
         [("day", pa.date32()), ("sku", key), ("location", key)]
         + [(name, pa.int32()) for name in TRUTH_INT_COLUMNS[:7]]
-        + [("phantom", pa.bool_()), ("unit_price", pa.float64()),
-           ("daily_demand_rate", pa.float32())]
+        + [
+            ("phantom", pa.bool_()),
+            ("unit_price", pa.float64()),
+            ("daily_demand_rate", pa.float32()),
+        ]
         + [(name, pa.int32()) for name in TRUTH_INT_COLUMNS[7:]]
         + [(name, pa.bool_()) for name in TRUTH_BOOL_COLUMNS[1:]]
-    )  # fmt: skip
+    )
 
 
 class TruthWriter:

@@ -87,11 +87,11 @@ class MalformedSource:
         count = int(rng.binomial(len(batch), self.share))
         rows = rng.integers(0, len(batch), count)
         lags = rng.integers(0, 60, count)
+        records = self.formatter.records(batch.take(rows))
         out = []
-        for row, lag in zip(rows.tolist(), lags.tolist(), strict=True):
+        for record, row, lag in zip(records, rows.tolist(), lags.tolist(), strict=True):
             n = self.issued
             self.issued += 1
-            record = self.formatter.record(batch, row)
             record["event_id"] = f"{self.formatter.tag}-x{n:09d}"
             kind = MALFORMED_KINDS[n % len(MALFORMED_KINDS)]
             line = corrupt(record, kind, n // len(MALFORMED_KINDS))

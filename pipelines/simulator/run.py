@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipelines.simulator.batch import EVENT_TYPES, EventBatch
+from pipelines.simulator.batch import EVENT_TYPES
 from pipelines.simulator.delivery import resend, time_delivery
 from pipelines.simulator.emit import EventLogWriter, LineFormatter, TruthWriter, write_manifest
 from pipelines.simulator.engine import Engine
@@ -64,8 +64,9 @@ class SimulationSummary:
         return asdict(self)
 
 
-def run_tag(seed: int, scenario: str, stores: int, skus: int, days: int, start_s: int,
-            params: WorldParams) -> str:  # fmt: skip
+def run_tag(
+    seed: int, scenario: str, stores: int, skus: int, days: int, start_s: int, params: WorldParams
+) -> str:
     """``ev`` + 8 hex digits naming a run (event ids: ``{tag}-{n:010d}``); same inputs, same tag."""
     text = f"{seed}|{scenario}|{stores}|{skus}|{days}|{start_s}|{sorted(params.to_dict().items())}"
     return f"ev{zlib.crc32(text.encode()):08x}"
@@ -118,12 +119,8 @@ def simulate(
     try:
         with Progress(*columns, disable=not progress) as bar:
             task = bar.add_task("days", total=days)
-            pending_opening: EventBatch | None = engine.opening()
             for day in range(days):
                 events, last_truth = engine.step(day)
-                if pending_opening is not None:
-                    events = EventBatch.concat([pending_opening, events])
-                    pending_opening = None
                 order = np.lexsort((events.sku, events.location, events.occurred))
                 events = events.take(order)
                 events.event_no = np.arange(next_no, next_no + len(events), dtype=np.int64)

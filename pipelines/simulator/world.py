@@ -180,9 +180,9 @@ SCENARIOS: dict[str, Scenario] = {
     for s in (
         Scenario(
             "pos_outage",
-            "Store POS systems go offline for 3–8 hours (about one store-day in eight); the "
-            "sales rung up meanwhile are held and all arrive when the outage ends.",
-            (("pos_outage_rate", 0.12),),
+            "Store POS links go down for 4–9 hours (one store-day in five); the sales and "
+            "returns rung up meanwhile are held and all arrive when the outage ends.",
+            (("pos_outage_rate", 0.2), ("pos_outage_hours", (4.0, 9.0))),
         ),
         Scenario(
             "marketplace_latency",
@@ -331,9 +331,9 @@ def build_world(
     pack_size = np.where(sku_rate < 0.3, np.minimum(pack_size, 2), pack_size)
 
     lead_demand = base_rate * p.cover_days
-    reorder_point = np.maximum(
-        np.ceil(lead_demand + p.safety_z * np.sqrt(lead_demand)), 1
-    ).astype(np.int64)
+    reorder_point = np.maximum(np.ceil(lead_demand + p.safety_z * np.sqrt(lead_demand)), 1).astype(
+        np.int64
+    )
     pack_by_key = np.tile(pack_size, stores)
     order_up_to = reorder_point + np.maximum(
         np.ceil(base_rate * p.order_up_days), pack_by_key
@@ -348,9 +348,7 @@ def build_world(
     weekday0 = datetime.fromtimestamp(start_s, tz=UTC).weekday()
     weekday_lift = shape[(weekday0 + np.arange(days)) % 7]
 
-    promo, lift = _promo_calendar(
-        rng, days, skus, p.promo_start_rate, p.promo_days, p.promo_lift
-    )
+    promo, lift = _promo_calendar(rng, days, skus, p.promo_start_rate, p.promo_days, p.promo_lift)
     flash_rng = day_rng(seed, 10 + STREAM_WORLD)  # flash calendar must not shift the rest
     flash, _ = _promo_calendar(flash_rng, days, skus, p.flash_start_rate, p.flash_days, (1, 1))
     flash_mkt = flash_rng.uniform(*p.flash_lift_marketplace, size=(days, skus))
@@ -393,4 +391,3 @@ def build_world(
 def day_date(world: World, day: int) -> datetime:
     """00:00 UTC of simulated ``day`` as an aware datetime."""
     return datetime.fromtimestamp(world.start_s, tz=UTC) + timedelta(days=day)
-
