@@ -80,6 +80,16 @@ FEATURES: tuple[Feature, ...] = (
         "float",
         "pick_short / (pick_short + fulfillment) events in the 28-day window (0 when none)",
     ),
+    Feature(
+        "pick_shorts_since_count",
+        "int",
+        "pick_short events that occurred after the latest cycle count (open evidence)",
+    ),
+    Feature(
+        "hours_since_last_pick_short",
+        "float",
+        "hours from the latest pick_short after the latest count (from first event if none)",
+    ),
     Feature("last_count_variance", "float", "counted − book at the latest count (0 if none)"),
     Feature(
         "mean_abs_count_variance",
@@ -108,6 +118,7 @@ class Activity:
         "last_receipt_ts",
         "last_count_ts",
         "unit_price",
+        "pick_short_ts",
     )
 
     def __init__(self) -> None:
@@ -120,6 +131,8 @@ class Activity:
         self.last_receipt_ts = -math.inf
         self.last_count_ts = -math.inf
         self.unit_price = math.nan
+        # event times of pick_shorts not yet superseded by a cycle count (evidence still open)
+        self.pick_short_ts: list[float] = []
 
     def __getstate__(self) -> tuple:
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -144,6 +157,9 @@ class Activity:
             self.last_receipt_ts = max(self.last_receipt_ts, ts)
         elif etype is EventType.CYCLE_COUNT:
             self.last_count_ts = max(self.last_count_ts, ts)
+            self.pick_short_ts = [t for t in self.pick_short_ts if t > self.last_count_ts]
+        elif etype is EventType.PICK_SHORT and ts > self.last_count_ts:
+            self.pick_short_ts.append(ts)
         if ts < self.max_ts - ALLOWED_LATENESS_S:
             return
         bucket = self._bucket(ts)
@@ -279,6 +295,10 @@ class KeyState:
             "zero_sales_probability": math.exp(-expected),
             "pick_short_28d": pick_short,
             "pick_short_rate_28d": pick_short / (pick_short + pick_ok) if pick_short else 0.0,
+            "pick_shorts_since_count": len(act.pick_short_ts),
+            "hours_since_last_pick_short": _hours(
+                as_of, max(act.pick_short_ts, default=-math.inf), act.first_ts
+            ),
             "last_count_variance": float(pos.last_count_variance or 0),
             "mean_abs_count_variance": pos.abs_variance_sum / n_var if n_var else 0.0,
             "returns_28d": act.window(as_of, WINDOW_DAYS, _RETURNS),

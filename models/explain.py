@@ -1,0 +1,104 @@
+"""Explanations an approver can read: top LightGBM feature contributions, in words.
+
+Contributions come from ``Booster.predict(X, pred_contrib=True)`` (SHAP values in log-odds, one
+column per feature plus the bias). :func:`explain_rows` keeps the ``top_k`` features that push the
+risk *up* the most and renders each with a sentence from the feature values of that row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Reason:
+    feature: str
+    contribution: float  # log-odds pushed by this feature
+    text: str
+
+
+def _days(hours: float) -> str:
+    return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.0f} h"
+
+
+def _no_sale(r: pd.Series) -> str:
+    return (
+        f"no sale for {_days(r['hours_since_last_sale'])} where "
+        f"{r['expected_sales_since_last_sale']:.1f} units were expected"
+    )
+
+
+TEMPLATES: dict[str, Callable[[pd.Series], str]] = {
+    "hours_since_last_sale": _no_sale,
+    "expected_sales_since_last_sale": _no_sale,
+    "zero_sales_probability": lambda r: (
+        f"only a {r['zero_sales_probability']:.0%} chance of selling nothing for "
+        f"{_days(r['hours_since_last_sale'])} at this rate"
+    ),
+    "pick_short_28d": lambda r: f"{r['pick_short_28d']:.0f} pick failures in 28 days",
+    "pick_short_rate_28d": lambda r: f"{r['pick_short_rate_28d']:.0%} of picks failed in 28 days",
+    "last_count_variance": lambda r: (
+        f"the last cycle count was off by {r['last_count_variance']:+.0f} units"
+    ),
+    "mean_abs_count_variance": lambda r: (
+        f"counts here are off by {r['mean_abs_count_variance']:.1f} units on average"
+    ),
+    "hours_since_last_count": lambda r: f"not counted for {_days(r['hours_since_last_count'])}",
+    "hours_since_last_receipt": lambda r: (
+        f"no receipt for {_days(r['hours_since_last_receipt'])}"
+    ),
+    "on_hand": lambda r: f"the record shows {r['on_hand']:.0f} on hand",
+    "atp": lambda r: f"{r['atp']:.0f} units available to promise",
+    "reserved": lambda r: f"{r['reserved']:.0f} units reserved for open orders",
+    "in_transit": lambda r: f"{r['in_transit']:.0f} units in transit",
+    "days_of_cover": lambda r: f"{r['days_of_cover']:.1f} days of cover at the current rate",
+    "ewma_daily_sales": lambda r: f"selling {r['ewma_daily_sales']:.2f} units a day",
+    "sales_1d": lambda r: f"{r['sales_1d']:.0f} units sold in the last day",
+    "sales_7d": lambda r: f"{r['sales_7d']:.0f} units sold in 7 days",
+    "sales_28d": lambda r: f"{r['sales_28d']:.0f} units sold in 28 days",
+    "returns_28d": lambda r: f"{r['returns_28d']:.0f} units returned in 28 days",
+    "adjustments_28d": lambda r: f"{r['adjustments_28d']:.0f} units adjusted in 28 days",
+    "ledger_anomalies": lambda r: f"{r['ledger_anomalies']:.0f} moves drove the record negative",
+}
+
+
+def reason_text(feature: str, row: pd.Series) -> str:
+    template = TEMPLATES.get(feature)
+    if template is None:
+        return f"{feature} = {row[feature]}"
+    return template(row)
+
+
+def explain_rows(
+    contributions: np.ndarray,
+    features: pd.DataFrame,
+    names: Sequence[str],
+    top_k: int = 3,
+) -> list[list[Reason]]:
+    """Top ``top_k`` risk-raising reasons per row (``contributions``: n × (len(names) + 1))."""
+    contrib = np.asarray(contributions)[:, : len(names)]
+    order = np.argsort(-contrib, axis=1)[:, :top_k]
+    out: list[list[Reason]] = []
+    for i, idx in enumerate(order):
+        row = features.iloc[i]
+        reasons: list[Reason] = []
+        seen_text: set[str] = set()
+        for j in idx:
+            if contrib[i, j] <= 0:
+                break
+            text = reason_text(names[j], row)
+            if text in seen_text:
+                continue
+            seen_text.add(text)
+            reasons.append(Reason(names[j], float(contrib[i, j]), text))
+        out.append(reasons)
+    return out
+
+
+def render(reasons: Sequence[Reason]) -> str:
+    """One line for a CSV cell or an alert: reasons joined by '; '."""
+    return "; ".join(r.text for r in reasons)

@@ -1,0 +1,105 @@
+"""A calibrated LightGBM risk model: booster + isotonic calibration + its spec, saved as files.
+
+On disk (one directory per model, small enough to commit as the packaged default):
+``model.txt`` (LightGBM text format), ``calibration.json`` (isotonic breakpoints), ``meta.json``
+(spec name, features, version, training summary).
+
+Scoring uses ``Booster.predict`` on a float matrix (≈0.04 ms/row single, ~300k rows/s batch
+here) rather than the scikit-learn wrapper, which costs ~20× more per call.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from models.explain import Reason, explain_rows
+from models.spec import SPECS, ModelSpec
+
+PACKAGED_DIR = Path(__file__).resolve().parent / "packaged"
+
+
+@dataclass
+class Calibration:
+    """Piecewise-linear isotonic map from raw model probability to calibrated probability."""
+
+    x: list[float]
+    y: list[float]
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        if not self.x:
+            return raw
+        return np.interp(raw, self.x, self.y)
+
+
+@dataclass
+class RiskModel:
+    spec: ModelSpec
+    booster: lgb.Booster
+    calibration: Calibration
+    version: str = "packaged"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def matrix(self, features: pd.DataFrame) -> np.ndarray:
+        missing = [f for f in self.spec.features if f not in features.columns]
+        if missing:
+            raise KeyError(f"feature columns missing for {self.spec.name}: {missing}")
+        return features.loc[:, list(self.spec.features)].to_numpy(dtype=np.float64)
+
+    def raw(self, features: pd.DataFrame) -> np.ndarray:
+        return np.asarray(self.booster.predict(self.matrix(features)))
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        """Calibrated probabilities of the spec's label."""
+        return np.clip(self.calibration(self.raw(features)), 0.0, 1.0)
+
+    def explain(self, features: pd.DataFrame, top_k: int = 3) -> list[list[Reason]]:
+        contrib = np.asarray(self.booster.predict(self.matrix(features), pred_contrib=True))
+        return explain_rows(contrib, features.reset_index(drop=True), self.spec.features, top_k)
+
+    # -- files ------------------------------------------------------------------------------
+    def save(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(directory / "model.txt"))
+        (directory / "calibration.json").write_text(
+            json.dumps({"x": self.calibration.x, "y": self.calibration.y})
+        )
+        meta = {
+            **self.meta,
+            "name": self.spec.name,
+            "features": list(self.spec.features),
+            "label": self.spec.label,
+            "version": self.version,
+        }
+        (directory / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> RiskModel:
+        meta = json.loads((directory / "meta.json").read_text())
+        base = SPECS[meta["name"]]
+        spec = ModelSpec(
+            name=base.name,
+            label=base.label,
+            horizon_hours=base.horizon_hours,
+            features=tuple(meta["features"]),
+            description=base.description,
+        )
+        cal = json.loads((directory / "calibration.json").read_text())
+        booster = lgb.Booster(model_file=str(directory / "model.txt"))
+        return cls(spec, booster, Calibration(cal["x"], cal["y"]), meta.get("version", "?"), meta)
+
+
+def load_packaged(name: str) -> RiskModel:
+    directory = PACKAGED_DIR / name
+    if not (directory / "model.txt").exists():
+        raise FileNotFoundError(
+            f"no packaged model {name!r} in {PACKAGED_DIR}; run `shelfguard train --package`"
+        )
+    return RiskModel.load(directory)

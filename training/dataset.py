@@ -1,0 +1,106 @@
+"""Point-in-time training sets: replay events through the stream's feature code, snapshot daily.
+
+Contract (no leakage): the snapshot at time T is taken *before* applying the first event that
+arrived after T, so it uses only events that occurred AND arrived by T. Arrival is the event's
+``published_at`` when present, else its ``occurred_at`` (file order is arrival order either way).
+Snapshots are taken at each UTC midnight (the close of the day before), for every key seen so far.
+
+Labels come from the simulator's truth (end of day ``d``, event time):
+- ``phantom``: recorded on-hand >= 1 while the true shelf quantity is 0 on day ``d``;
+- ``stockout_72h``: the true shelf quantity is 0 at the end of day ``d``, ``d+1``, ``d+2`` or
+  ``d+3`` (already empty counts); NaN where the truth does not reach ``d+3``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipelines.events import InventoryEvent, parse_event
+from pipelines.ledger import DAY_S
+from pipelines.replay import Replay, feature_table, iter_lines
+
+
+def snapshot_features(
+    payloads: Iterable[bytes | str], *, warmup_days: int = 3, keys: set[str] | None = None
+) -> pd.DataFrame:
+    """Daily point-in-time feature rows (see module docstring) for an arrival-ordered stream."""
+    replay = Replay()
+    frames: list[pd.DataFrame] = []
+    first_day: int | None = None
+    next_cut: float | None = None
+    for raw in payloads:
+        event = parse_event(raw)
+        if not isinstance(event, InventoryEvent):
+            continue
+        arrival = (event.published_at or event.occurred_at).timestamp()
+        if next_cut is None:
+            first_day = int(event.occurred_ts // DAY_S)
+            next_cut = (first_day + 1) * DAY_S
+        while arrival > next_cut:
+            assert first_day is not None
+            if next_cut / DAY_S - first_day > warmup_days:
+                frames.append(_take(replay, next_cut, keys))
+            next_cut += DAY_S
+        replay.apply(event)
+    if next_cut is not None:
+        frames.append(_take(replay, next_cut, keys))
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)
+
+
+def _take(replay: Replay, as_of: float, keys: set[str] | None) -> pd.DataFrame:
+    states = replay.states.values() if keys is None else (
+        s for k, s in replay.states.items() if k in keys
+    )
+    return feature_table(states, as_of, sort=False)
+
+
+def attach_labels(snapshots: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """Join truth labels: snapshot at midnight closing day ``d`` ↔ truth row of day ``d``."""
+    truth = truth.copy()
+    truth["day"] = pd.to_datetime(truth["day"]).dt.date
+    truth = truth.sort_values(["sku", "location", "day"])
+    empty = (truth["true_on_hand"] <= 0).astype(float)
+    grouped = empty.groupby([truth["sku"], truth["location"]])
+    ahead = pd.concat(
+        [grouped.shift(-k) for k in range(0, 4)], axis=1
+    )  # day d .. d+3; NaN past the end
+    truth["stockout_72h"] = np.where(ahead.isna().any(axis=1), np.nan, ahead.max(axis=1))
+    day = (snapshots["as_of"] - pd.Timedelta(seconds=1)).dt.date
+    merged = snapshots.assign(day=day).merge(
+        truth[["day", "sku", "location", "phantom", "stockout_72h", "true_on_hand"]],
+        on=["day", "sku", "location"],
+        how="inner",
+    )
+    merged["phantom"] = merged["phantom"].astype(int)
+    return merged
+
+
+def build_world_dataset(world_dir: Path, *, warmup_days: int = 3) -> pd.DataFrame:
+    """Labelled snapshots of one simulated world (``events.jsonl`` + ``truth.parquet``)."""
+    truth = pd.read_parquet(world_dir / "truth.parquet")
+    store_keys = set(
+        (truth["sku"].astype(str) + "|" + truth["location"].astype(str))[
+            ~truth["location"].astype(str).str.startswith("DC")
+        ]
+    )
+    snaps = snapshot_features(
+        iter_lines(world_dir / "events.jsonl"), warmup_days=warmup_days, keys=store_keys
+    )
+    data = attach_labels(snaps, truth)
+    data.insert(0, "world", world_dir.name)
+    return data
+
+
+def day_index(frame: pd.DataFrame) -> np.ndarray:
+    """Days since each world's first snapshot (for time-based splits)."""
+    first = frame.groupby("world")["as_of"].transform("min")
+    return ((frame["as_of"] - first) / pd.Timedelta(days=1)).to_numpy().astype(int)
+
+
+__all__ = ["attach_labels", "build_world_dataset", "day_index", "snapshot_features"]
