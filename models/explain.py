@@ -41,6 +41,14 @@ TEMPLATES: dict[str, Callable[[pd.Series], str]] = {
     ),
     "pick_short_28d": lambda r: f"{r['pick_short_28d']:.0f} pick failures in 28 days",
     "pick_short_rate_28d": lambda r: f"{r['pick_short_rate_28d']:.0%} of picks failed in 28 days",
+    "pick_shorts_since_count": lambda r: (
+        f"{r['pick_shorts_since_count']:.0f} pick failures since the last count"
+    ),
+    "hours_since_last_pick_short": lambda r: (
+        f"a pick failed {_days(r['hours_since_last_pick_short'])} ago and no count since"
+        if r["pick_shorts_since_count"] > 0
+        else "no pick failure since the last count"
+    ),
     "last_count_variance": lambda r: (
         f"the last cycle count was off by {r['last_count_variance']:+.0f} units"
     ),
@@ -48,9 +56,7 @@ TEMPLATES: dict[str, Callable[[pd.Series], str]] = {
         f"counts here are off by {r['mean_abs_count_variance']:.1f} units on average"
     ),
     "hours_since_last_count": lambda r: f"not counted for {_days(r['hours_since_last_count'])}",
-    "hours_since_last_receipt": lambda r: (
-        f"no receipt for {_days(r['hours_since_last_receipt'])}"
-    ),
+    "hours_since_last_receipt": lambda r: f"no receipt for {_days(r['hours_since_last_receipt'])}",
     "on_hand": lambda r: f"the record shows {r['on_hand']:.0f} on hand",
     "atp": lambda r: f"{r['atp']:.0f} units available to promise",
     "reserved": lambda r: f"{r['reserved']:.0f} units reserved for open orders",

@@ -20,6 +20,8 @@ console = Console()
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 EVENTS_TOPIC = "inventory.events"
+DLQ_TOPIC = "inventory.events.dlq"
+FEATURES_TOPIC = "inventory.features"
 
 
 @app.command()
@@ -103,7 +105,7 @@ def features(
     topic: Annotated[str, typer.Option(help="Kafka topic (with --bootstrap)")] = EVENTS_TOPIC,
     workers: Annotated[int, typer.Option("--workers", "-w", help="Bytewax workers")] = 1,
 ) -> None:
-    """Run the feature dataflow over a JSONL file (or a Kafka topic); write features as of its end."""
+    """Run the feature dataflow over a JSONL file (or a Kafka topic); features as of its end."""
     from pipelines.feature_job import run_features
 
     if (events is None) == (bootstrap is None):
@@ -156,6 +158,10 @@ def publish(
 def stream(
     bootstrap: Annotated[str, typer.Option(help="Kafka bootstrap servers")] = DEFAULT_BOOTSTRAP,
     topic: Annotated[str, typer.Option(help="Input topic")] = EVENTS_TOPIC,
+    dlq_topic: Annotated[str, typer.Option(help="Dead-letter topic (rejects)")] = DLQ_TOPIC,
+    features_topic: Annotated[
+        str, typer.Option(help="Output topic of keyed feature snapshots")
+    ] = FEATURES_TOPIC,
     workers: Annotated[int, typer.Option("--workers", "-w", help="Workers in this process")] = 1,
     recovery_dir: Annotated[
         Optional[Path],  # noqa: UP045
@@ -164,7 +170,7 @@ def stream(
     snapshot_seconds: Annotated[float, typer.Option(help="Snapshot interval")] = 2.0,
     tail: Annotated[bool, typer.Option(help="Keep consuming (--no-tail: stop at the end)")] = True,
 ) -> None:
-    """Run the feature dataflow on Kafka: snapshots to inventory.features, rejects to the DLQ."""
+    """Run the feature dataflow on Kafka: keyed snapshots to a topic, rejects to the DLQ topic."""
     from datetime import timedelta
 
     from bytewax.recovery import RecoveryConfig
@@ -174,7 +180,14 @@ def stream(
     from pipelines.settings import FlowSettings
     from pipelines.stream import build_stream_flow
 
-    settings = FlowSettings(source="kafka", bootstrap=bootstrap, events_topic=topic, tail=tail)
+    settings = FlowSettings(
+        source="kafka",
+        bootstrap=bootstrap,
+        events_topic=topic,
+        dlq_topic=dlq_topic,
+        features_topic=features_topic,
+        tail=tail,
+    )
     recovery = None
     if recovery_dir is not None:
         ensure_recovery_dir(recovery_dir)
@@ -184,6 +197,96 @@ def stream(
         workers_per_process=workers,
         epoch_interval=timedelta(seconds=snapshot_seconds),
         recovery_config=recovery,
+    )
+
+
+@app.command()
+def train(
+    data: Annotated[
+        Optional[list[Path]],  # noqa: UP045
+        typer.Option("--data", help="Simulated world dirs (events.jsonl + truth.parquet)"),
+    ] = None,
+    tracking_uri: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)"),
+    ] = None,
+    worlds_dir: Annotated[Path, typer.Option(help="Where simulated worlds are cached")] = Path(
+        "data/worlds"
+    ),
+    package: Annotated[
+        bool, typer.Option(help="Also write the packaged default models (models/packaged)")
+    ] = False,
+) -> None:
+    """Build training sets, train both models, evaluate beside baselines, register, gate."""
+    from training.train import train as run_training
+
+    reports = run_training(
+        data=data,
+        worlds_root=worlds_dir,
+        tracking_uri=tracking_uri,
+        package=package,
+        progress=lambda msg: console.print(f"[cyan]•[/cyan] {msg}"),
+    )
+    for report in reports:
+        table = Table(title=f"{report.name} v{report.version} — {report.gate}")
+        for column in ("data", "scorer", "AP", "ROC AUC", "Brier", "P@2%", "R@5%", "value R@5%"):
+            table.add_column(column)
+        for data_name, by_scorer in report.metrics.items():
+            for scorer, m in by_scorer.items():
+                table.add_row(
+                    data_name,
+                    scorer,
+                    *(
+                        f"{m[k]:.3f}"
+                        for k in (
+                            "average_precision",
+                            "roc_auc",
+                            "brier",
+                            "precision_at_2pct",
+                            "recall_at_5pct",
+                            "value_weighted_recall_at_5pct",
+                        )
+                    ),
+                )
+        console.print(table)
+
+
+@app.command()
+def score(
+    events: Annotated[Path, typer.Option("--events", help="Any contract-conforming JSONL file")],
+    out: Annotated[Path, typer.Option("--out", help="CSV, one row per sku-location")],
+    model_uri: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="MLflow URI of the phantom model (e.g. models:/phantom-inventory@champion); "
+            "the stockout model is taken from the same registry alias or the package",
+        ),
+    ] = None,
+) -> None:
+    """Score an event log: phantom and stockout probabilities with explanations."""
+    from models.scoring import score_events
+    from training.train import load_model
+
+    if not events.exists():
+        raise typer.BadParameter(f"{events} does not exist", param_hint="--events")
+    phantom = load_model(model_uri, "phantom-inventory")
+    stockout_uri = None
+    if model_uri and "phantom-inventory" in model_uri:
+        stockout_uri = model_uri.replace("phantom-inventory", "stockout-risk")
+    stockout = load_model(stockout_uri, "stockout-risk")
+    scores, rejected = score_events(events, phantom, stockout)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scores.to_csv(out, index=False)
+    _print_summary(
+        "score",
+        {
+            "keys scored": len(scores),
+            "rejected lines": rejected,
+            "phantom model": f"{phantom.spec.name}:{phantom.version}",
+            "stockout model": f"{stockout.spec.name}:{stockout.version}",
+            "phantom_score >= 0.5": int((scores["phantom_score"] >= 0.5).sum()),
+            "out": str(out),
+        },
     )
 
 

@@ -54,8 +54,10 @@ def snapshot_features(
 
 
 def _take(replay: Replay, as_of: float, keys: set[str] | None) -> pd.DataFrame:
-    states = replay.states.values() if keys is None else (
-        s for k, s in replay.states.items() if k in keys
+    states = (
+        replay.states.values()
+        if keys is None
+        else (s for k, s in replay.states.items() if k in keys)
     )
     return feature_table(states, as_of, sort=False)
 

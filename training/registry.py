@@ -1,0 +1,156 @@
+"""MLflow: tracking, the model registry, aliases and the promotion gate.
+
+Registered names are contracts: ``phantom-inventory`` and ``stockout-risk``. A new version gets
+alias ``challenger``; ``champion`` moves only when the challenger's average precision on the
+*same* evaluation data beats the champion's by at least ``GATE_MARGIN`` (absolute). The gate's
+inputs and verdict are recorded on the run (metrics + tags) and on the model version (tags).
+
+Default tracking store: a local SQLite file ``./mlflow.db`` with artifacts in ``./mlruns`` (no
+server needed); ``MLFLOW_TRACKING_URI`` or ``--tracking-uri`` point elsewhere, e.g. a
+``mlflow server`` on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from models.scorer import RiskModel
+
+GATE_MARGIN = 0.005
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+EXPERIMENT = "shelfguard"
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def configure(tracking_uri: str | None = None) -> str:
+    uri = tracking_uri or default_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        artifact_root = None
+        if uri.startswith("sqlite:"):
+            artifact_root = (Path.cwd() / "mlruns").resolve().as_uri()
+        mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root)
+    mlflow.set_experiment(EXPERIMENT)
+    return uri
+
+
+class RiskModelPyfunc(mlflow.pyfunc.PythonModel):
+    """Pyfunc wrapper: input = feature columns, output = calibrated probability."""
+
+    def load_context(self, context: Any) -> None:
+        self.model = RiskModel.load(Path(context.artifacts["scorer"]))
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> np.ndarray:
+        return self.model.predict(model_input)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    version: str
+    challenger_ap: float
+    champion_ap: float | None
+    champion_version: str | None
+    promoted: bool
+
+    @property
+    def verdict(self) -> str:
+        if self.champion_version is None:
+            return "promoted (no champion yet)"
+        if self.promoted:
+            return f"promoted (beat v{self.champion_version} by >= {GATE_MARGIN})"
+        return f"kept v{self.champion_version} (margin {GATE_MARGIN} not met)"
+
+
+def log_model(model: RiskModel, sample: pd.DataFrame) -> str:
+    """Log ``model`` in the active run, register it; return the new version number."""
+    features = sample.loc[:, list(model.spec.features)].astype("float64")
+    signature = infer_signature(features, model.predict(features))
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save(Path(tmp) / "scorer")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=RiskModelPyfunc(),
+            artifacts={"scorer": str(Path(tmp) / "scorer")},
+            signature=signature,
+            input_example=features.head(3),
+            registered_model_name=model.spec.name,
+        )
+    version = str(info.registered_model_version)
+    MlflowClient().set_registered_model_alias(model.spec.name, CHALLENGER, version)
+    return version
+
+
+def champion_version(name: str) -> str | None:
+    try:
+        return str(MlflowClient().get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def load_registered(uri: str) -> RiskModel:
+    """Load a model by URI, e.g. ``models:/phantom-inventory@champion`` or ``runs:/<id>/model``."""
+    pyfunc = mlflow.pyfunc.load_model(uri)
+    wrapper = pyfunc.unwrap_python_model()
+    model: RiskModel = wrapper.model
+    model.version = _resolve_version(uri)
+    return model
+
+
+def _resolve_version(uri: str) -> str:
+    """``models:/name@alias`` → ``v3 (alias)``; other URIs are returned as they are."""
+    if not uri.startswith("models:/"):
+        return uri
+    ref = uri.removeprefix("models:/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        version = MlflowClient().get_model_version_by_alias(name, alias).version
+        return f"v{version} ({alias})"
+    return "v" + ref.split("/", 1)[1] if "/" in ref else ref
+
+
+def apply_gate(
+    name: str, version: str, challenger_ap: float, champion_ap: float | None
+) -> GateResult:
+    """Move ``champion`` to ``version`` if it wins by the margin; record the verdict."""
+    client = MlflowClient()
+    current = champion_version(name)
+    promoted = current is None or (
+        champion_ap is not None and challenger_ap >= champion_ap + GATE_MARGIN
+    )
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    result = GateResult(name, version, challenger_ap, champion_ap, current, promoted)
+    tags = {
+        "gate.verdict": result.verdict,
+        "gate.metric": "average_precision",
+        "gate.margin": str(GATE_MARGIN),
+        "gate.challenger_ap": f"{challenger_ap:.5f}",
+        "gate.champion_ap": "" if champion_ap is None else f"{champion_ap:.5f}",
+        "gate.champion_version": current or "",
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    if mlflow.active_run() is not None:
+        mlflow.set_tags({f"{name}.{k}": v for k, v in tags.items()})
+        mlflow.log_metric(f"{name}.gate_challenger_ap", challenger_ap)
+        if champion_ap is not None:
+            mlflow.log_metric(f"{name}.gate_champion_ap", champion_ap)
+    return result

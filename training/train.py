@@ -1,0 +1,220 @@
+"""``shelfguard train``: build training sets, fit, evaluate beside baselines, log, register, gate.
+
+Evaluation data: the last 20 % of days of every training world ("in-world test") and whole
+held-out worlds with other seeds and shifted parameters ("holdout"). The gate compares the new
+version with the current champion on the holdout data of *this* run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from models.baselines import days_of_cover_stockout, zero_sales_run_score
+from models.scorer import PACKAGED_DIR, RiskModel
+from models.spec import PHANTOM, STOCKOUT, ModelSpec
+from training import plots, registry
+from training.dataset import build_world_dataset
+from training.fit import LGB_PARAMS, FittedModels, fit_models, labelled, logistic_scores, time_split
+from training.metrics import evaluate
+from training.worlds import HOLDOUT_WORLDS, TRAIN_WORLDS, WorldConfig, load_worlds
+
+Progress = Callable[[str], None]
+
+
+def baseline_scores(spec: ModelSpec, frame: pd.DataFrame) -> np.ndarray:
+    if spec is PHANTOM:
+        return zero_sales_run_score(frame)
+    return days_of_cover_stockout(frame, spec.horizon_hours)
+
+
+def value_at_risk(frame: pd.DataFrame) -> np.ndarray:
+    """Units × price of each row (recorded on-hand valued at the last seen price)."""
+    price = frame["unit_price"].fillna(frame["unit_price"].median()).fillna(1.0)
+    return (frame["on_hand"].clip(lower=0) * price).to_numpy(dtype=float)
+
+
+@dataclass
+class ModelReport:
+    name: str
+    version: str
+    metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    gate: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "metrics": self.metrics,
+            "gate": self.gate,
+        }
+
+
+def score_all(spec: ModelSpec, fitted: FittedModels, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {
+        "lightgbm": fitted.model.predict(frame),
+        "logistic": logistic_scores(fitted, frame, spec),
+        "baseline": baseline_scores(spec, frame),
+    }
+
+
+def evaluate_all(
+    spec: ModelSpec, fitted: FittedModels, frames: dict[str, pd.DataFrame]
+) -> dict[str, dict[str, dict[str, float]]]:
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for data_name, frame in frames.items():
+        y = frame[spec.label].to_numpy().astype(int)
+        value = value_at_risk(frame)
+        out[data_name] = {
+            scorer: evaluate(frame, y, score, value=value).to_dict()
+            for scorer, score in score_all(spec, fitted, frame).items()
+        }
+    return out
+
+
+def _log_plots(spec: ModelSpec, fitted: FittedModels, frame: pd.DataFrame, tmp: Path) -> None:
+    y = frame[spec.label].to_numpy().astype(int)
+    scores = score_all(spec, fitted, frame)
+    paths = [
+        plots.pr_curves(y, scores, f"{spec.name}: holdout PR", tmp / f"{spec.name}-pr.png"),
+        plots.calibration_plot(
+            y, scores, f"{spec.name}: calibration (holdout)", tmp / f"{spec.name}-calibration.png"
+        ),
+        plots.importance_plot(
+            list(spec.features),
+            np.asarray(fitted.model.booster.feature_importance("gain"), dtype=float),
+            f"{spec.name}: feature importance",
+            tmp / f"{spec.name}-importance.png",
+        ),
+    ]
+    for path in paths:
+        mlflow.log_artifact(str(path), artifact_path="plots")
+
+
+def _flat_metrics(spec: ModelSpec, metrics: dict) -> dict[str, float]:
+    flat = {}
+    for data_name, by_scorer in metrics.items():
+        for scorer, values in by_scorer.items():
+            for metric, value in values.items():
+                if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                    flat[f"{spec.name}.{data_name}.{scorer}.{metric}"] = float(value)
+    return flat
+
+
+def load_training_worlds(
+    data: Sequence[Path] | None, root: Path, progress: Progress
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if data:
+        frames = []
+        for world in data:
+            progress(f"building training set from {world}")
+            frames.append(build_world_dataset(world))
+        train = pd.concat(frames, ignore_index=True)
+    else:
+        train = load_worlds(TRAIN_WORLDS, root, lambda n: progress(f"world {n}"))
+    holdout = load_worlds(HOLDOUT_WORLDS, root, lambda n: progress(f"held-out world {n}"))
+    return train, holdout
+
+
+def train(
+    *,
+    data: Sequence[Path] | None = None,
+    worlds_root: Path = Path("data/worlds"),
+    tracking_uri: str | None = None,
+    package: bool = False,
+    progress: Progress = print,
+    extra_labels: pd.DataFrame | None = None,
+) -> list[ModelReport]:
+    """Train, evaluate, log and register both models; return one report per model."""
+    started = time.perf_counter()
+    uri = registry.configure(tracking_uri)
+    progress(f"MLflow tracking at {uri}")
+    train_frame, holdout = load_training_worlds(data, worlds_root, progress)
+    if extra_labels is not None and len(extra_labels):
+        train_frame = pd.concat([train_frame, extra_labels], ignore_index=True)
+    reports = []
+    with mlflow.start_run(run_name="train") as run:
+        mlflow.log_params(
+            {
+                "train_worlds": ",".join(sorted(train_frame["world"].unique())),
+                "holdout_worlds": ",".join(w.name for w in HOLDOUT_WORLDS),
+                "train_rows": len(train_frame),
+                "gate_margin": registry.GATE_MARGIN,
+                **{f"lgb.{k}": v for k, v in LGB_PARAMS.items()},
+            }
+        )
+        for spec in (PHANTOM, STOCKOUT):
+            progress(f"fitting {spec.name}")
+            data_frame = labelled(train_frame, spec)
+            tr, va, te = time_split(data_frame)
+            fitted = fit_models(data_frame[tr], data_frame[va], spec)
+            hold = labelled(holdout, spec)
+            frames = {"in_world_test": data_frame[te], "holdout": hold}
+            for world in hold["world"].unique():
+                frames[f"holdout:{world}"] = hold[hold["world"] == world]
+            metrics = evaluate_all(spec, fitted, frames)
+            mlflow.log_metrics(_flat_metrics(spec, metrics))
+            mlflow.log_dict({"features": list(spec.features)}, f"{spec.name}/features.json")
+            mlflow.log_param(f"{spec.name}.best_iteration", fitted.best_iteration)
+            with tempfile.TemporaryDirectory() as tmp:
+                _log_plots(spec, fitted, hold, Path(tmp))
+            version = registry.log_model(fitted.model, data_frame[va])
+            fitted.model.version = version
+            champion = registry.champion_version(spec.name)
+            champion_ap = None
+            if champion is not None:
+                old = registry.load_registered(f"models:/{spec.name}/{champion}")
+                y = hold[spec.label].to_numpy().astype(int)
+                champion_ap = evaluate(hold, y, old.predict(hold)).average_precision
+            gate = registry.apply_gate(
+                spec.name, version, metrics["holdout"]["lightgbm"]["average_precision"], champion_ap
+            )
+            report = ModelReport(spec.name, version, metrics, gate.verdict)
+            reports.append(report)
+            progress(f"{spec.name} v{version}: {gate.verdict}")
+            if package:
+                fitted.model.version = f"packaged-{run.info.run_id[:8]}"
+                fitted.model.meta = {"run_id": run.info.run_id, "registered_version": version}
+                fitted.model.save(PACKAGED_DIR / spec.name)
+        mlflow.log_metric("training_seconds", time.perf_counter() - started)
+    if package:
+        (PACKAGED_DIR / "evaluation.json").write_text(
+            json.dumps([r.to_dict() for r in reports], indent=1, sort_keys=True)
+        )
+    return reports
+
+
+def holdout_world_names() -> list[str]:
+    return [w.name for w in HOLDOUT_WORLDS]
+
+
+def world_configs() -> tuple[tuple[WorldConfig, ...], tuple[WorldConfig, ...]]:
+    return TRAIN_WORLDS, HOLDOUT_WORLDS
+
+
+def load_model(uri: str | None, name: str) -> RiskModel:
+    """``uri`` if given; else the registry's champion when one is reachable; else packaged."""
+    from models.scorer import load_packaged
+
+    if uri:
+        return registry.load_registered(uri)
+    if os.environ.get("MLFLOW_TRACKING_URI") or (Path.cwd() / "mlflow.db").exists():
+        try:
+            registry.configure(None)
+            if registry.champion_version(name) is not None:
+                return registry.load_registered(f"models:/{name}@{registry.CHAMPION}")
+        except Exception as exc:  # noqa: BLE001 - an unreachable registry falls back to packaged
+            warnings.warn(f"registry unavailable ({exc}); using the packaged model", stacklevel=2)
+    return load_packaged(name)
