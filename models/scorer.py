@@ -45,6 +45,8 @@ class RiskModel:
     calibration: Calibration
     version: str = "packaged"
     meta: dict[str, Any] = field(default_factory=dict)
+    #: a sample of the training-time feature distribution, the drift reference
+    reference: pd.DataFrame | None = None
 
     def matrix(self, features: pd.DataFrame) -> np.ndarray:
         missing = [f for f in self.spec.features if f not in features.columns]
@@ -78,6 +80,8 @@ class RiskModel:
             "version": self.version,
         }
         (directory / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        if self.reference is not None:
+            self.reference.to_parquet(directory / "reference.parquet", index=False)
         return directory
 
     @classmethod
@@ -93,7 +97,16 @@ class RiskModel:
         )
         cal = json.loads((directory / "calibration.json").read_text())
         booster = lgb.Booster(model_file=str(directory / "model.txt"))
-        return cls(spec, booster, Calibration(cal["x"], cal["y"]), meta.get("version", "?"), meta)
+        reference_path = directory / "reference.parquet"
+        reference = pd.read_parquet(reference_path) if reference_path.exists() else None
+        return cls(
+            spec,
+            booster,
+            Calibration(cal["x"], cal["y"]),
+            meta.get("version", "?"),
+            meta,
+            reference,
+        )
 
 
 def load_packaged(name: str) -> RiskModel:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -286,6 +287,54 @@ def score(
             "stockout model": f"{stockout.spec.name}:{stockout.version}",
             "phantom_score >= 0.5": int((scores["phantom_score"] >= 0.5).sum()),
             "out": str(out),
+        },
+    )
+
+
+@app.command()
+def drift(
+    events: Annotated[Path, typer.Option("--events", help="Recent events (JSONL)")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory for drift.html and drift.json")
+    ] = Path("drift"),
+    days: Annotated[int, typer.Option(help="Length of the recent window (days)")] = 7,
+    model_uri: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="MLflow URI of the phantom model (default: champion or packaged)"),
+    ] = None,
+    tracking_uri: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Log the report to this MLflow tracking server"),
+    ] = None,
+) -> None:
+    """Feature and prediction drift of a recent window against the training reference."""
+    from training.drift import drift_report
+    from training.train import load_model
+
+    phantom = load_model(model_uri, "phantom-inventory")
+    stockout_uri = model_uri.replace("phantom-inventory", "stockout-risk") if model_uri else None
+    stockout = load_model(stockout_uri, "stockout-risk")
+    result = drift_report(events, phantom, stockout, out, days)
+    if tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or Path("mlflow.db").exists():
+        import mlflow
+
+        from training import registry
+
+        registry.configure(tracking_uri)
+        with mlflow.start_run(run_name="drift"):
+            mlflow.log_metric("drift_share", result.drift_share)
+            mlflow.log_metric("retrain_recommended", float(result.retrain_recommended))
+            mlflow.set_tag("model", f"{phantom.spec.name}:{phantom.version}")
+            mlflow.log_artifact(result.html)
+            mlflow.log_artifact(result.json)
+    _print_summary(
+        "drift",
+        {
+            "drifted feature share": f"{result.drift_share:.0%}",
+            "drifted features": ", ".join(result.drifted_columns) or "none",
+            "prediction drift": ", ".join(result.prediction_drift) or "none",
+            "retraining recommended": "YES" if result.retrain_recommended else "no",
+            "report": result.html,
         },
     )
 

@@ -68,7 +68,7 @@ def attach_labels(snapshots: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     truth["day"] = pd.to_datetime(truth["day"]).dt.date
     truth = truth.sort_values(["sku", "location", "day"])
     empty = (truth["true_on_hand"] <= 0).astype(float)
-    grouped = empty.groupby([truth["sku"], truth["location"]])
+    grouped = empty.groupby([truth["sku"], truth["location"]], observed=True)
     ahead = pd.concat(
         [grouped.shift(-k) for k in range(0, 4)], axis=1
     )  # day d .. d+3; NaN past the end

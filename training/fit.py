@@ -40,6 +40,7 @@ LGB_PARAMS: dict = {
     "num_threads": 2,
 }
 MAX_ROUNDS = 600
+REFERENCE_ROWS = 3000  # validation rows kept with the model as the drift reference
 
 
 def time_split(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,7 +96,14 @@ def fit_models(
     booster = booster.model_from_string(
         booster.model_to_string(num_iteration=booster.best_iteration)
     )
-    model = RiskModel(spec, booster, _isotonic(np.asarray(raw_va), y_va), version)
+    reference = valid[features].sample(n=min(REFERENCE_ROWS, len(valid)), random_state=SEED)
+    model = RiskModel(
+        spec,
+        booster,
+        _isotonic(np.asarray(raw_va), y_va),
+        version,
+        reference=reference.reset_index(drop=True),
+    )
 
     logistic = make_pipeline(
         FunctionTransformer(_signed_log),

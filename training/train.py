@@ -114,7 +114,11 @@ def _flat_metrics(spec: ModelSpec, metrics: dict) -> dict[str, float]:
 
 
 def load_training_worlds(
-    data: Sequence[Path] | None, root: Path, progress: Progress
+    data: Sequence[Path] | None,
+    root: Path,
+    progress: Progress,
+    train_worlds: Sequence[WorldConfig] = TRAIN_WORLDS,
+    holdout_worlds: Sequence[WorldConfig] = HOLDOUT_WORLDS,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     if data:
         frames = []
@@ -123,8 +127,8 @@ def load_training_worlds(
             frames.append(build_world_dataset(world))
         train = pd.concat(frames, ignore_index=True)
     else:
-        train = load_worlds(TRAIN_WORLDS, root, lambda n: progress(f"world {n}"))
-    holdout = load_worlds(HOLDOUT_WORLDS, root, lambda n: progress(f"held-out world {n}"))
+        train = load_worlds(list(train_worlds), root, lambda n: progress(f"world {n}"))
+    holdout = load_worlds(list(holdout_worlds), root, lambda n: progress(f"held-out world {n}"))
     return train, holdout
 
 
@@ -136,12 +140,16 @@ def train(
     package: bool = False,
     progress: Progress = print,
     extra_labels: pd.DataFrame | None = None,
+    train_worlds: Sequence[WorldConfig] = TRAIN_WORLDS,
+    holdout_worlds: Sequence[WorldConfig] = HOLDOUT_WORLDS,
 ) -> list[ModelReport]:
     """Train, evaluate, log and register both models; return one report per model."""
     started = time.perf_counter()
     uri = registry.configure(tracking_uri)
     progress(f"MLflow tracking at {uri}")
-    train_frame, holdout = load_training_worlds(data, worlds_root, progress)
+    train_frame, holdout = load_training_worlds(
+        data, worlds_root, progress, train_worlds, holdout_worlds
+    )
     if extra_labels is not None and len(extra_labels):
         train_frame = pd.concat([train_frame, extra_labels], ignore_index=True)
     reports = []
@@ -149,7 +157,7 @@ def train(
         mlflow.log_params(
             {
                 "train_worlds": ",".join(sorted(train_frame["world"].unique())),
-                "holdout_worlds": ",".join(w.name for w in HOLDOUT_WORLDS),
+                "holdout_worlds": ",".join(w.name for w in holdout_worlds),
                 "train_rows": len(train_frame),
                 "gate_margin": registry.GATE_MARGIN,
                 **{f"lgb.{k}": v for k, v in LGB_PARAMS.items()},
@@ -194,14 +202,6 @@ def train(
             json.dumps([r.to_dict() for r in reports], indent=1, sort_keys=True)
         )
     return reports
-
-
-def holdout_world_names() -> list[str]:
-    return [w.name for w in HOLDOUT_WORLDS]
-
-
-def world_configs() -> tuple[tuple[WorldConfig, ...], tuple[WorldConfig, ...]]:
-    return TRAIN_WORLDS, HOLDOUT_WORLDS
 
 
 def load_model(uri: str | None, name: str) -> RiskModel:

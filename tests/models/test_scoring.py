@@ -1,0 +1,58 @@
+import csv
+import math
+
+import numpy as np
+import pandas as pd
+from typer.testing import CliRunner
+
+from models.explain import explain_rows, render
+from models.scorer import load_packaged
+from models.scoring import SCORE_COLUMNS
+from serving.cli import app
+
+
+def test_score_command_on_a_foreign_contract_file(tmp_path, conformance_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no mlflow.db here: the packaged models are used
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "scores.csv"
+    result = CliRunner().invoke(
+        app, ["score", "--events", str(conformance_dir / "events.jsonl"), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 5  # the 5 keys of the conformance stream
+    assert set(SCORE_COLUMNS) <= set(rows[0])
+    for row in rows:
+        for col in ("phantom_score", "stockout_score"):
+            assert 0.0 <= float(row[col]) <= 1.0
+    negative = next(r for r in rows if r["sku"] == "SKU-3")
+    assert int(negative["on_hand"]) == -2 and float(negative["phantom_score"]) < 0.5
+    assert "packaged" in rows[0]["phantom_model"]
+
+
+def test_packaged_models_are_calibrated_probabilities():
+    model = load_packaged("phantom-inventory")
+    assert model.reference is not None
+    p = model.predict(model.reference)
+    assert np.all((p >= 0) & (p <= 1))
+    assert model.calibration.x == sorted(model.calibration.x)
+
+
+def test_explanations_are_words_from_the_row():
+    features = pd.DataFrame(
+        {
+            "hours_since_last_sale": [96.0],
+            "expected_sales_since_last_sale": [4.1],
+            "pick_short_28d": [2.0],
+            "on_hand": [3.0],
+        }
+    )
+    names = list(features.columns)
+    contrib = np.array([[1.5, 0.2, 0.9, -0.4, -1.0]])  # last column: bias
+    reasons = explain_rows(contrib, features, names, top_k=3)[0]
+    text = render(reasons)
+    assert "no sale for 4.0 days where 4.1 units were expected" in text
+    assert "2 pick failures in 28 days" in text
+    assert all(r.contribution > 0 for r in reasons)
+    assert not any("on hand" in r.text for r in reasons)  # it lowered the risk
+    assert math.isclose(reasons[0].contribution, 1.5)

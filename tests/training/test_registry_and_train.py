@@ -1,0 +1,81 @@
+"""End-to-end training on tiny worlds against a local SQLite MLflow store, and the gate."""
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from training import registry
+from training.train import train
+from tests.training.conftest import TINY_HOLDOUT, TINY_TRAIN
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_worlds):
+    home = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    reports = train(
+        worlds_root=tiny_worlds,
+        tracking_uri=uri,
+        progress=lambda _msg: None,
+        train_worlds=TINY_TRAIN,
+        holdout_worlds=TINY_HOLDOUT,
+    )
+    return uri, reports
+
+
+def test_train_registers_both_models_with_champion(trained):
+    uri, reports = trained
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    for name in ("phantom-inventory", "stockout-risk"):
+        champion = client.get_model_version_by_alias(name, "champion")
+        challenger = client.get_model_version_by_alias(name, "challenger")
+        assert str(champion.version) == str(challenger.version) == "1"
+        assert champion.tags["gate.verdict"].startswith("promoted")
+    assert {r.name for r in reports} == {"phantom-inventory", "stockout-risk"}
+
+
+def test_run_logs_metrics_plots_and_baselines(trained):
+    uri, reports = trained
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=[registry.EXPERIMENT])
+    run = runs.iloc[0]
+    assert run["metrics.phantom-inventory.holdout.baseline.average_precision"] >= 0
+    assert (
+        run["metrics.phantom-inventory.holdout.lightgbm.average_precision"]
+        > run["metrics.phantom-inventory.holdout.baseline.average_precision"]
+    )
+    artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run["run_id"], "plots")}
+    assert "plots/phantom-inventory-pr.png" in artifacts
+    assert "plots/stockout-risk-calibration.png" in artifacts
+    phantom = next(r for r in reports if r.name == "phantom-inventory")
+    assert set(phantom.metrics["holdout"]) == {"lightgbm", "logistic", "baseline"}
+
+
+def test_registered_model_loads_and_scores(trained):
+    uri, _ = trained
+    registry.configure(uri)
+    model = registry.load_registered("models:/phantom-inventory@champion")
+    assert model.version == "v1 (champion)"
+    assert model.reference is not None and len(model.reference) > 0
+    scores = model.predict(model.reference)
+    assert ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_gate_moves_champion_only_by_the_margin(trained):
+    uri, _ = trained
+    registry.configure(uri)
+    client = MlflowClient(uri, uri)
+    name = "phantom-inventory"
+    model = registry.load_registered(f"models:/{name}@champion")
+    sample = pd.DataFrame(model.reference)
+    with mlflow.start_run(run_name="gate-test"):
+        v2 = registry.log_model(model, sample)
+        kept = registry.apply_gate(name, v2, challenger_ap=0.502, champion_ap=0.5)
+        assert not kept.promoted
+        assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+        assert str(client.get_model_version_by_alias(name, "challenger").version) == v2
+        promoted = registry.apply_gate(name, v2, challenger_ap=0.51, champion_ap=0.5)
+        assert promoted.promoted
+    assert str(client.get_model_version_by_alias(name, "champion").version) == v2
+    assert client.get_model_version(name, v2).tags["gate.verdict"].startswith("promoted")

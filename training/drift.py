@@ -1,0 +1,106 @@
+"""``shelfguard drift``: compare the training reference with a recent window, with Evidently.
+
+Reference = the feature sample stored with the model (``reference.parquet``, validation rows of
+its training run) plus the model's predictions on it. Current = daily point-in-time snapshots of
+the last ``days`` days of an event log (the same feature code), plus predictions. Evidently's
+``DataDriftPreset`` tests each column (K-S / Wasserstein / chi² by type, p < 0.05 or distance
+threshold); retraining is recommended when the share of drifted feature columns reaches
+``RETRAIN_DRIFT_SHARE`` or a prediction column drifts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from models.scorer import RiskModel
+from pipelines.replay import iter_lines
+from training.dataset import snapshot_features
+
+RETRAIN_DRIFT_SHARE = 0.3
+PREDICTION_COLUMNS = ("phantom_score", "stockout_score")
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    drift_share: float
+    drifted_columns: list[str]
+    prediction_drift: list[str]
+    retrain_recommended: bool
+    reference_rows: int
+    current_rows: int
+    html: str
+    json: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def recent_window(events: Path, days: int) -> pd.DataFrame:
+    snaps = snapshot_features(iter_lines(events), warmup_days=0)
+    if snaps.empty:
+        raise ValueError(f"{events} holds no valid events to build a current window from")
+    cutoff = snaps["as_of"].max() - pd.Timedelta(days=days)
+    return snaps[snaps["as_of"] > cutoff].reset_index(drop=True)
+
+
+def with_predictions(frame: pd.DataFrame, phantom: RiskModel, stockout: RiskModel) -> pd.DataFrame:
+    cols = list(dict.fromkeys([*phantom.spec.features, *stockout.spec.features]))
+    out = frame.loc[:, cols].astype("float64").copy()
+    out["phantom_score"] = phantom.predict(frame)
+    out["stockout_score"] = stockout.predict(frame)
+    return out
+
+
+def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, out_dir: Path) -> DriftResult:
+    """Run the Evidently report; write ``drift.html`` and ``drift.json`` into ``out_dir``."""
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    snapshot = Report([DataDriftPreset()]).run(reference_data=reference, current_data=current)
+    html = out_dir / "drift.html"
+    snapshot.save_html(str(html))
+    drifted: list[str] = []
+    tested = 0
+    for metric in snapshot.dict()["metrics"]:
+        config = metric.get("config", {})
+        if not str(config.get("type", "")).endswith("ValueDrift"):
+            continue
+        tested += 1
+        method = str(config.get("method", ""))
+        value, threshold = float(metric["value"]), float(config.get("threshold", 0.05))
+        is_p_value = "p_value" in method
+        if (value < threshold) if is_p_value else (value >= threshold):
+            drifted.append(str(config["column"]))
+    features_drifted = [c for c in drifted if c not in PREDICTION_COLUMNS]
+    feature_count = max(tested - len(PREDICTION_COLUMNS), 1)
+    share = len(features_drifted) / feature_count
+    prediction_drift = [c for c in drifted if c in PREDICTION_COLUMNS]
+    result = DriftResult(
+        drift_share=share,
+        drifted_columns=sorted(features_drifted),
+        prediction_drift=prediction_drift,
+        retrain_recommended=share >= RETRAIN_DRIFT_SHARE or bool(prediction_drift),
+        reference_rows=len(reference),
+        current_rows=len(current),
+        html=str(html),
+        json=str(out_dir / "drift.json"),
+    )
+    (out_dir / "drift.json").write_text(json.dumps(result.to_dict(), indent=2))
+    return result
+
+
+def drift_report(
+    events: Path, phantom: RiskModel, stockout: RiskModel, out_dir: Path, days: int = 7
+) -> DriftResult:
+    if phantom.reference is None:
+        raise ValueError(
+            f"model {phantom.spec.name}:{phantom.version} carries no drift reference; retrain it"
+        )
+    reference = with_predictions(phantom.reference, phantom, stockout)
+    current = with_predictions(recent_window(events, days), phantom, stockout)
+    return detect_drift(reference, current, out_dir)
