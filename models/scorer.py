@@ -52,7 +52,7 @@ class RiskModel:
         missing = [f for f in self.spec.features if f not in features.columns]
         if missing:
             raise KeyError(f"feature columns missing for {self.spec.name}: {missing}")
-        return features.loc[:, list(self.spec.features)].to_numpy(dtype=np.float64)
+        return np.ascontiguousarray(features.loc[:, list(self.spec.features)].to_numpy(np.float64))
 
     def raw(self, features: pd.DataFrame) -> np.ndarray:
         return np.asarray(self.booster.predict(self.matrix(features)))

@@ -339,6 +339,20 @@ def drift(
     )
 
 
+@app.command("register-packaged")
+def register_packaged(
+    tracking_uri: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)"),
+    ] = None,
+) -> None:
+    """Register the packaged default models in MLflow with alias champion (idempotent)."""
+    from training.registry import register_packaged as run
+
+    champions = run(tracking_uri)
+    _print_summary("registry", {f"{k}@champion": f"v{v}" for k, v in champions.items()})
+
+
 def _print_summary(title: str, values: dict) -> None:
     table = Table(title=title, show_header=False)
     for key, value in values.items():

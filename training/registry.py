@@ -154,3 +154,38 @@ def apply_gate(
         if champion_ap is not None:
             mlflow.log_metric(f"{name}.gate_champion_ap", champion_ap)
     return result
+
+
+def register_packaged(tracking_uri: str | None = None) -> dict[str, str]:
+    """Load the packaged default models into the registry as champions, once.
+
+    Idempotent: a model whose champion already carries the same packaged ``model_sha`` tag is
+    left alone. Returns ``{name: champion version}``.
+    """
+    import hashlib
+
+    from models.scorer import PACKAGED_DIR, RiskModel
+
+    configure(tracking_uri)
+    client = MlflowClient()
+    champions: dict[str, str] = {}
+    for name in ("phantom-inventory", "stockout-risk"):
+        directory = PACKAGED_DIR / name
+        sha = hashlib.sha256((directory / "model.txt").read_bytes()).hexdigest()[:16]
+        current = champion_version(name)
+        if current is not None:
+            tags = client.get_model_version(name, current).tags
+            if tags.get("packaged.model_sha") == sha:
+                champions[name] = current
+                continue
+        model = RiskModel.load(directory)
+        if model.reference is None:
+            raise ValueError(f"packaged {name} has no reference sample; re-run train --package")
+        with mlflow.start_run(run_name=f"register-packaged-{name}"):
+            mlflow.set_tag("source", "packaged")
+            version = log_model(model, model.reference)
+        client.set_model_version_tag(name, version, "packaged.model_sha", sha)
+        client.set_registered_model_alias(name, CHAMPION, version)
+        client.set_model_version_tag(name, version, "gate.verdict", "packaged default (seeded)")
+        champions[name] = version
+    return champions

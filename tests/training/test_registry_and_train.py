@@ -79,3 +79,13 @@ def test_gate_moves_champion_only_by_the_margin(trained):
         assert promoted.promoted
     assert str(client.get_model_version_by_alias(name, "champion").version) == v2
     assert client.get_model_version(name, v2).tags["gate.verdict"].startswith("promoted")
+
+
+def test_register_packaged_sets_champions_once(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = registry.register_packaged(uri)
+    second = registry.register_packaged(uri)
+    assert first == second == {"phantom-inventory": "1", "stockout-risk": "1"}
+    client = MlflowClient(uri, uri)
+    version = client.get_model_version_by_alias("stockout-risk", "champion")
+    assert version.tags["packaged.model_sha"]
