@@ -40,7 +40,7 @@ LGB_PARAMS: dict = {
     "num_threads": 2,
 }
 MAX_ROUNDS = 600
-REFERENCE_ROWS = 3000  # validation rows kept with the model as the drift reference
+REFERENCE_ROWS = 3000  # training-period rows kept with the model as the drift reference
 
 
 def time_split(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -96,7 +96,8 @@ def fit_models(
     booster = booster.model_from_string(
         booster.model_to_string(num_iteration=booster.best_iteration)
     )
-    reference = valid[features].sample(n=min(REFERENCE_ROWS, len(valid)), random_state=SEED)
+    seen = pd.concat([train[features], valid[features]], ignore_index=True)
+    reference = seen.sample(n=min(REFERENCE_ROWS, len(seen)), random_state=SEED)
     model = RiskModel(
         spec,
         booster,

@@ -45,9 +45,12 @@ def _top_mask(frame: pd.DataFrame, score: np.ndarray, share: float) -> np.ndarra
 
 def detection_delays(frame: pd.DataFrame, label: np.ndarray, top: np.ndarray) -> np.ndarray:
     """Hours from each phantom episode's onset to its first day in the top set (NaN: never)."""
+    key = frame["sku"].astype(str) + "|" + frame["location"].astype(str)
+    if "world" in frame.columns:  # the same sku|location names recur across worlds
+        key = frame["world"].astype(str) + "|" + key
     work = pd.DataFrame(
         {
-            "key": frame["sku"].astype(str) + "|" + frame["location"].astype(str),
+            "key": key,
             "as_of": frame["as_of"].to_numpy(),
             "y": label.astype(bool),
             "top": top,
