@@ -31,9 +31,11 @@ train: install  ## retrain the packaged default models (seeded) and register the
 services-up:  ## install (Debian) and start the real services the integration tests use
 	bash infra/install-system-deps.sh
 	bash infra/kafka/kafka.sh start
+	bash infra/postgres/pg.sh start
 
 services-down:
 	-bash infra/kafka/kafka.sh stop
+	-bash infra/postgres/pg.sh stop
 
 test: install  ## unit + integration tests against real services started here, then stopped
 	$(MAKE) services-up

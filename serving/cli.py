@@ -353,6 +353,169 @@ def register_packaged(
     _print_summary("registry", {f"{k}@champion": f"v{v}" for k, v in champions.items()})
 
 
+# --------------------------------------------------------------------------------------------
+# Approval service (issue 5): serve, users, alerts, audit. Settings come from SHELFGUARD_* env
+# vars (serving/settings.py); --database-url overrides SHELFGUARD_DATABASE_URL.
+
+DatabaseUrl = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="SQLAlchemy URL (default: $SHELFGUARD_DATABASE_URL or ./shelfguard.db)"),
+]
+users_app = typer.Typer(help="Users and API tokens of the approval service.", no_args_is_help=True)
+alerts_app = typer.Typer(help="Scores into alerts (file or Kafka).", no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(audit_app, name="audit")
+
+
+def _service_settings(database_url: str | None, **overrides: object):  # noqa: ANN202
+    from serving.settings import ServiceSettings
+
+    if database_url:
+        overrides["database_url"] = database_url
+    return ServiceSettings(**overrides)  # type: ignore[arg-type]
+
+
+def _runtime(database_url: str | None):  # noqa: ANN202
+    from serving.api import Runtime, default_publisher, utc_now
+    from serving.webhooks import HttpxSender
+
+    settings = _service_settings(database_url)
+    runtime = Runtime(settings, utc_now, default_publisher(settings), HttpxSender())
+    runtime.store.migrate()
+    return runtime
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    database_url: DatabaseUrl = None,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
+    """Run the approval service (API, web UI at /ui, /metrics); migrates the database first."""
+    import uvicorn
+
+    if database_url:
+        os.environ["SHELFGUARD_DATABASE_URL"] = database_url
+    _service_settings(None)  # fail fast on bad settings (e.g. a default secret outside dev)
+    uvicorn.run(
+        "serving.api:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+    )
+
+
+@users_app.command("create")
+def users_create(
+    name: Annotated[str, typer.Argument(help="User name")],
+    role: Annotated[str, typer.Option(help="ops | approver | data_scientist | admin")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create a user and print its API token (shown once; only its hash is stored)."""
+    from datetime import UTC, datetime
+
+    from serving import audit
+    from serving.auth import Role, create_user
+    from serving.store import Store
+
+    try:
+        parsed = Role(role)
+    except ValueError:
+        raise typer.BadParameter(
+            f"unknown role {role!r}; choose one of {', '.join(r.value for r in Role)}",
+            param_hint="--role",
+        ) from None
+    settings = _service_settings(database_url)
+    store = Store(settings.database_url)
+    store.migrate()
+    now = datetime.now(UTC)
+    with store.transaction() as session:
+        _user, token = create_user(
+            session, name, parsed, settings.token_pepper.get_secret_value(), now
+        )
+        audit.append(
+            session,
+            at=now,
+            actor="cli",
+            action="user.created",
+            subject=f"user:{name}",
+            payload={"role": parsed.value},
+        )
+    typer.echo(token)
+
+
+@alerts_app.command("ingest")
+def alerts_ingest(
+    scores: Annotated[Path, typer.Option("--scores", help="CSV written by `shelfguard score`")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Turn a `shelfguard score` CSV into alerts and recommendations (bad rows dead-lettered)."""
+    from serving.score_feed import ingest_csv
+
+    if not scores.exists():
+        raise typer.BadParameter(f"{scores} does not exist", param_hint="--scores")
+    runtime = _runtime(database_url)
+    result = ingest_csv(runtime.service, scores, actor="cli:alerts-ingest")
+    _print_summary("alerts ingest", vars(result))
+
+
+@alerts_app.command("consume")
+def alerts_consume(
+    database_url: DatabaseUrl = None,
+    max_messages: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="Stop after this many messages"),
+    ] = None,
+    idle_timeout: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(help="Stop when nothing arrived for this many seconds"),
+    ] = None,
+    group: Annotated[str, typer.Option(help="Kafka consumer group")] = "shelfguard-serving",
+) -> None:
+    """Consume scores from Kafka (SHELFGUARD_SCORES_TOPIC, default inventory.scores)."""
+    from serving.score_feed import consume_kafka
+
+    runtime = _runtime(database_url)
+    settings = runtime.settings
+    if not settings.kafka_bootstrap:
+        raise typer.BadParameter("set SHELFGUARD_KAFKA_BOOTSTRAP to consume from Kafka")
+    result = consume_kafka(
+        runtime.service,
+        settings.kafka_bootstrap,
+        settings.scores_topic,
+        settings.scores_dlq_topic,
+        group=group,
+        max_messages=max_messages,
+        idle_timeout_s=idle_timeout,
+    )
+    _print_summary("alerts consume", vars(result))
+
+
+@audit_app.command("verify")
+def audit_verify(database_url: DatabaseUrl = None) -> None:
+    """Recompute the audit hash chain; exit 1 at the first row that does not fit."""
+    from serving import audit
+    from serving.store import Store
+
+    store = Store(_service_settings(database_url).database_url)
+    with store.reader() as session:
+        result = audit.verify(session)
+    store.dispose()
+    if result.ok:
+        console.print(f"audit log intact: {result.rows} rows, hash chain verified")
+        return
+    console.print(
+        f"[red]audit log TAMPERED[/red] at seq {result.first_bad_seq}: {result.problem} "
+        f"({result.rows} rows read)"
+    )
+    raise typer.Exit(1)
+
+
 def _print_summary(title: str, values: dict) -> None:
     table = Table(title=title, show_header=False)
     for key, value in values.items():

@@ -1,0 +1,47 @@
+"""Prometheus metrics of one app instance (own registry, so tests can build many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+LATENCY_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 24 * 3600, 7 * 86400)
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.alerts = Counter(
+            "shelfguard_alerts_total", "Alerts raised", ["kind", "severity"], registry=self.registry
+        )
+        self.alerts_suppressed = Counter(
+            "shelfguard_alerts_suppressed_total",
+            "Scores that would alert again within the cooldown",
+            registry=self.registry,
+        )
+        self.decisions = Counter(
+            "shelfguard_decisions_total",
+            "Recommendation decisions (by humans or by policy)",
+            ["action", "decision"],
+            registry=self.registry,
+        )
+        self.effects_failed = Counter(
+            "shelfguard_effects_failed_total",
+            "Effects that failed",
+            ["action"],
+            registry=self.registry,
+        )
+        self.webhook_failures = Counter(
+            "shelfguard_webhook_failures_total", "Failed webhook attempts", registry=self.registry
+        )
+        self.dead_letters = Counter(
+            "shelfguard_dead_letters_total",
+            "Inputs or deliveries given up on (bad score rows/messages, dead webhook deliveries)",
+            ["source"],
+            registry=self.registry,
+        )
+        self.event_to_alert = Histogram(
+            "shelfguard_event_to_alert_seconds",
+            "From a score's as_of (its newest event time) to the alert being raised",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )

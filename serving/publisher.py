@@ -1,0 +1,84 @@
+"""Where effects leave the service: a small :class:`Publisher` Protocol with a Kafka
+implementation and an in-memory one (tests where Kafka is not the point; dev without a broker).
+
+Contract of ``publish``: the message is durably accepted by the broker when it returns (the Kafka
+publisher waits for the delivery report); any failure raises :class:`~serving.errors.EffectFailed`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from serving.errors import EffectFailed
+
+
+class Publisher(Protocol):
+    def publish(self, topic: str, key: str, value: bytes) -> None: ...
+    def ready(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class MemoryPublisher:
+    """Keeps every message in ``sent`` as (topic, key, value). ``fail_topics`` simulate outages."""
+
+    sent: list[tuple[str, str, bytes]] = field(default_factory=list)
+    fail_topics: set[str] = field(default_factory=set)
+
+    def publish(self, topic: str, key: str, value: bytes) -> None:
+        if topic in self.fail_topics:
+            raise EffectFailed(f"publishing to {topic} failed (simulated outage)")
+        self.sent.append((topic, key, value))
+
+    def on(self, topic: str) -> list[bytes]:
+        return [v for t, _k, v in self.sent if t == topic]
+
+    def ready(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        return None
+
+
+class KafkaPublisher:
+    """Idempotent producer; each ``publish`` waits (up to ``timeout_s``) for its delivery report."""
+
+    def __init__(self, bootstrap: str, timeout_s: float = 15.0) -> None:
+        from pipelines.publish import make_producer
+
+        self.bootstrap = bootstrap
+        self.timeout_s = timeout_s
+        self._producer: Any = make_producer(bootstrap)
+        self._lock = threading.Lock()
+
+    def publish(self, topic: str, key: str, value: bytes) -> None:
+        outcome: list[Any] = []
+
+        def delivered(err: Any, _msg: Any) -> None:
+            outcome.append(err)
+
+        with self._lock:
+            try:
+                self._producer.produce(topic, value=value, key=key.encode(), on_delivery=delivered)
+            except Exception as exc:  # noqa: BLE001 - librdkafka raises KafkaException/BufferError
+                raise EffectFailed(f"could not queue a message for {topic}: {exc}") from exc
+            self._producer.flush(self.timeout_s)
+        if not outcome:
+            raise EffectFailed(
+                f"no delivery report from Kafka at {self.bootstrap} for {topic} within "
+                f"{self.timeout_s:.0f} s; is the broker up?"
+            )
+        if outcome[0] is not None:
+            raise EffectFailed(f"Kafka refused the message for {topic}: {outcome[0]}")
+
+    def ready(self) -> bool:
+        try:
+            self._producer.list_topics(timeout=2)
+            return True
+        except Exception:  # noqa: BLE001 - readiness reports, never raises
+            return False
+
+    def close(self) -> None:
+        self._producer.flush(self.timeout_s)

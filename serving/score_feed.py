@@ -1,0 +1,132 @@
+"""Scores into the service from the outside: ``shelfguard score`` CSV files and the Kafka topic
+``inventory.scores`` (one JSON object per message with the CSV's columns, key ``sku|location``).
+
+Rows or messages that do not validate are dead-lettered (the ``dead_letters`` table, the
+``shelfguard_dead_letters_total`` metric and, for Kafka, the ``inventory.scores.dlq`` topic with
+the raw value and the reason); the good ones are ingested. Kafka offsets are committed only after
+their batch is stored (at-least-once: a replayed score is absorbed by the alert cooldown).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from serving.schemas import ScoreIn
+from serving.service import ActionService
+
+
+@dataclass
+class FeedResult:
+    read: int = 0
+    dead_lettered: int = 0
+    alerts: int = 0
+    suppressed: int = 0
+    recommendations: int = 0
+
+
+def parse_score(obj: Any) -> ScoreIn | str:
+    """A validated score, or the reason it is refused (field: message; ...)."""
+    if isinstance(obj, dict):
+        obj = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in obj.items()}
+        obj = {k: v for k, v in obj.items() if v not in (None, "")}
+    try:
+        return ScoreIn.model_validate(obj)
+    except ValidationError as exc:
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
+        )
+
+
+def _ingest(service: ActionService, scores: list[ScoreIn], actor: str, result: FeedResult) -> None:
+    if not scores:
+        return
+    done = service.ingest_scores(scores, actor)
+    result.alerts += len(done.alerts)
+    result.suppressed += done.suppressed
+    result.recommendations += len(done.recommendations)
+
+
+def ingest_csv(service: ActionService, path: Path, actor: str, batch: int = 500) -> FeedResult:
+    result = FeedResult()
+    pending: list[ScoreIn] = []
+    with Path(path).open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            result.read += 1
+            parsed = parse_score(row)
+            if isinstance(parsed, str):
+                service.dead_letter("scores_csv", json.dumps(row), parsed)
+                result.dead_lettered += 1
+                continue
+            pending.append(parsed)
+            if len(pending) >= batch:
+                _ingest(service, pending, actor, result)
+                pending = []
+    _ingest(service, pending, actor, result)
+    return result
+
+
+def consume_kafka(
+    service: ActionService,
+    bootstrap: str,
+    topic: str,
+    dlq_topic: str,
+    *,
+    group: str = "shelfguard-serving",
+    actor: str = "kafka:inventory.scores",
+    max_messages: int | None = None,
+    idle_timeout_s: float | None = None,
+) -> FeedResult:
+    """Consume until ``max_messages`` were read or nothing arrived for ``idle_timeout_s``
+    (either None: forever)."""
+    import time
+
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic])
+    result = FeedResult()
+    last_seen = time.monotonic()
+    try:
+        while max_messages is None or result.read < max_messages:
+            messages = consumer.consume(500, 0.5)
+            good: list[ScoreIn] = []
+            for msg in messages:
+                if msg.error() is not None:
+                    continue
+                result.read += 1
+                raw = msg.value() or b""
+                try:
+                    parsed = parse_score(json.loads(raw))
+                except ValueError as exc:
+                    parsed = f"not JSON: {exc}"
+                if isinstance(parsed, str):
+                    text = raw.decode("utf-8", errors="replace")
+                    service.dead_letter("scores_kafka", text, parsed)
+                    body = json.dumps({"raw": text, "reason": parsed}).encode()
+                    service.publisher.publish(dlq_topic, (msg.key() or b"").decode(), body)
+                    result.dead_lettered += 1
+                else:
+                    good.append(parsed)
+            _ingest(service, good, actor, result)
+            if messages:
+                consumer.commit(asynchronous=False)
+                last_seen = time.monotonic()
+            elif idle_timeout_s is not None and time.monotonic() - last_seen > idle_timeout_s:
+                break
+    finally:
+        consumer.close()
+    return result
