@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
+from mlflow.pyfunc import PythonModel
 from mlflow.tracking import MlflowClient
 
 from models.scorer import RiskModel
@@ -51,7 +52,7 @@ def configure(tracking_uri: str | None = None) -> str:
     return uri
 
 
-class RiskModelPyfunc(mlflow.pyfunc.PythonModel):
+class RiskModelPyfunc(PythonModel):
     """Pyfunc wrapper: input = feature columns, output = calibrated probability."""
 
     def load_context(self, context: Any) -> None:
