@@ -12,11 +12,16 @@ Steps::
 Contracts:
 - Dedupe happens in the per-key state (an event id belongs to one sku|location), so it is part of
   the recovered snapshot: a replay after a crash re-applies nothing twice.
+- A settlement reaches its key by another path than the ``transfer_out`` it settles, and bytewax
+  does not order the two (with 2+ workers it overtakes often). The key holds it, in its state,
+  until it has applied that ``transfer_out``, so it never drives in-transit negative (a false
+  ``ledger_anomalies``) and results do not depend on the worker count.
 - ``emit="updates"`` sends, per key and per batch of its events, one snapshot as of the key's
   newest event; outputs are keyed by ``sku|location`` and carry the key's event count, so they
-  are idempotent under at-least-once replay (a consumer keeps the newest per key).
+  are idempotent under at-least-once replay (a consumer keeps the newest per key); they carry
+  the key's duplicate count.
 - ``emit="final"`` sends each key's :class:`KeyState` once, at end of input (file, or a Kafka topic
-  read to its end); :func:`pipelines.featureio.write_feature_table` turns them into one row per key
+  read to its end); :func:`pipelines.feature_job.run_features` turns them into one row per key
   as of the stream's end.
 This module is the only one in ``pipelines`` that imports bytewax.
 """
@@ -34,9 +39,15 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
-from pipelines.events import InventoryEvent, Rejection, parse_event
+from pipelines.events import EventType, InventoryEvent, Rejection, parse_event
 from pipelines.features import KeyState
-from pipelines.ledger import Outcome, TransferMatcher, TransitSettlement, is_transfer
+from pipelines.ledger import (
+    DEDUPE_HORIZON_S,
+    Outcome,
+    TransferMatcher,
+    TransitSettlement,
+    is_transfer,
+)
 
 DEFAULT_BATCH_SIZE = 1000
 Emit = Literal["updates", "final"]
@@ -51,53 +62,122 @@ class FeatureUpdate:
     snapshot: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class PendingSettlement:
+    """A settlement on its way to the transfer's source key, with the ``transfer_out`` it settles.
+
+    ``after_ts`` is that event's time (POSIX s): past the dedupe horizon the key may have forgotten
+    the event id, so the settlement is then applied without waiting for it.
+    """
+
+    settlement: TransitSettlement
+    after_event_id: str
+    after_ts: float
+
+    @property
+    def key(self) -> str:
+        return self.settlement.key
+
+    @property
+    def sku(self) -> str:
+        return self.settlement.sku
+
+    @property
+    def location(self) -> str:
+        return self.settlement.location
+
+
 class LedgerLogic(StatefulBatchLogic[Any, Any, bytes]):
-    """Per-key ledger + features. State snapshots are the pickled :class:`KeyState`."""
+    """Per-key ledger + features.
+
+    State snapshots are the pickled ``(KeyState, held settlements)``; settlements are held until
+    the key has applied the ``transfer_out`` they settle (see module docstring).
+    """
 
     def __init__(self, resume: bytes | None, emit: Emit) -> None:
-        self.state: KeyState | None = pickle.loads(resume) if resume else None  # noqa: S301
+        self.state: KeyState | None = None
+        self.held: list[PendingSettlement] = []
+        if resume:
+            self.state, self.held = pickle.loads(resume)  # noqa: S301 - our own snapshot
         self.emit = emit
 
-    def on_batch(self, values: list[InventoryEvent | TransitSettlement]) -> tuple[list, bool]:
+    def on_batch(self, values: list[InventoryEvent | PendingSettlement]) -> tuple[list, bool]:
         state = self.state
         if state is None:
             first = values[0]
             state = self.state = KeyState(first.sku, first.location)
         changed = False
         for item in values:
-            if state.apply(item) is not Outcome.DUPLICATE:
+            if isinstance(item, PendingSettlement):
+                self.held.append(item)
+            elif state.apply(item) is not Outcome.DUPLICATE:
                 changed = True
+            if self.held:
+                changed |= self._release(state, force=False)
+        return self._emit(state, changed)
+
+    def on_eof(self) -> tuple[list, bool]:
+        if self.state is None:
+            return [], self.RETAIN
+        # Only reachable if a transfer_out never reached its key: apply rather than lose units.
+        changed = self._release(self.state, force=True) if self.held else False
+        if self.emit == "final":
+            return [pickle.dumps(self.state)], self.RETAIN
+        return self._emit(self.state, changed)
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps((self.state, self.held))
+
+    def _release(self, state: KeyState, force: bool) -> bool:
+        """Apply the held settlements whose transfer_out is applied; True if any changed state."""
+        horizon = state.position.max_ts - DEDUPE_HORIZON_S
+        keep, changed = [], False
+        for pending in self.held:
+            if (
+                force
+                or pending.after_ts < horizon
+                or state.position.has_seen(pending.after_event_id)
+            ):
+                changed |= state.apply(pending.settlement) is not Outcome.DUPLICATE
+            else:
+                keep.append(pending)
+        self.held = keep
+        return changed
+
+    def _emit(self, state: KeyState, changed: bool) -> tuple[list, bool]:
         if self.emit == "final" or not changed:
             return [], self.RETAIN
         snap = state.snapshot(state.last_event_ts)
         update = FeatureUpdate(f"{state.sku}|{state.location}", state.duplicates, snap)
         return [update], self.RETAIN
 
-    def on_eof(self) -> tuple[list, bool]:
-        if self.emit == "final" and self.state is not None:
-            return [pickle.dumps(self.state)], self.RETAIN
-        return [], self.RETAIN
 
-    def snapshot(self) -> bytes:
-        return pickle.dumps(self.state)
+class MatcherLogic(StatefulBatchLogic[InventoryEvent, PendingSettlement, bytes]):
+    """Per sku|reference transfer matching (see :class:`TransferMatcher`).
 
-
-class MatcherLogic(StatefulBatchLogic[InventoryEvent, TransitSettlement, bytes]):
-    """Per sku|reference transfer matching (see :class:`TransferMatcher`)."""
+    Also remembers the ``transfer_out`` (event id, time) its settlements wait for at the source
+    key. State snapshots are the pickled ``(TransferMatcher, (event id, time) | None)``.
+    """
 
     def __init__(self, resume: bytes | None) -> None:
-        self.matcher: TransferMatcher = (
-            pickle.loads(resume) if resume else TransferMatcher()  # noqa: S301
-        )
+        self.matcher = TransferMatcher()
+        self.transfer_out: tuple[str, float] | None = None
+        if resume:
+            self.matcher, self.transfer_out = pickle.loads(resume)  # noqa: S301 - our own
 
-    def on_batch(self, values: list[InventoryEvent]) -> tuple[list[TransitSettlement], bool]:
-        out: list[TransitSettlement] = []
+    def on_batch(self, values: list[InventoryEvent]) -> tuple[list[PendingSettlement], bool]:
+        out: list[PendingSettlement] = []
         for event in values:
-            out.extend(self.matcher.observe(event))
+            settlements = self.matcher.observe(event)
+            if event.event_type is EventType.TRANSFER_OUT and self.matcher.source_location:
+                self.transfer_out = (event.event_id, event.occurred_ts)
+            if settlements:
+                assert self.transfer_out is not None  # settlements need a transfer_out
+                out.extend(PendingSettlement(s, *self.transfer_out) for s in settlements)
         return out, self.RETAIN
 
     def snapshot(self) -> bytes:
-        return pickle.dumps(self.matcher)
+        return pickle.dumps((self.matcher, self.transfer_out))
 
 
 def _is_event(item: InventoryEvent | Rejection) -> TypeGuard[InventoryEvent]:

@@ -76,9 +76,7 @@ def iter_lines(path: Path) -> Iterator[bytes]:
                 yield line
 
 
-def feature_table(
-    states: Iterable[KeyState], as_of: float, sort: bool = True
-) -> pd.DataFrame:
+def feature_table(states: Iterable[KeyState], as_of: float, sort: bool = True) -> pd.DataFrame:
     """One row per key, features as of ``as_of`` (POSIX s), plus ``as_of`` as a UTC timestamp."""
     rows = [s.snapshot(as_of) for s in states]
     frame = pd.DataFrame(rows)

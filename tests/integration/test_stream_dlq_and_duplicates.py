@@ -1,0 +1,155 @@
+"""``shelfguard stream`` (tail mode) outlives a flood of malformed events and a duplicate storm."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from pipelines.events import Rejection, RejectReason, parse_event
+from pipelines.features import FEATURE_NAMES
+from tests.integration.conftest import (
+    POSITIONS,
+    latest_by_key,
+    no_op_sentinels,
+    reference_replay,
+    reference_snapshots,
+    snapshot_diff,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+FLOOD = 2_000
+# the duplicates count is only re-emitted with a key's next applied event: compare features
+FEATURES = ("sku", "location", *FEATURE_NAMES)
+
+
+def malformed_flood(n: int) -> list[bytes]:
+    """``n`` distinct payloads, each refused by the contract for one of several reasons."""
+    ok = {
+        "event_type": "sale",
+        "occurred_at": "2026-03-05T10:00:00Z",
+        "sku": "SKU-FLOOD",
+        "location": "S001",
+        "quantity": 1,
+        "source": "pos",
+    }
+    kinds = [
+        lambda i: f"garbage line {i} {{".encode(),
+        lambda i: json.dumps([i, "not an object"]).encode(),
+        lambda i: json.dumps({**ok, "event_id": f"flood-{i}", "sku": None}).encode(),
+        lambda i: json.dumps({**ok, "event_id": f"flood-{i}", "occurred_at": "2026-03-05 10:00"}),
+        lambda i: json.dumps({**ok, "event_id": f"flood-{i}", "occurred_at": "2026-03-05T10:00"}),
+        lambda i: json.dumps({**ok, "event_id": f"flood-{i}", "event_type": "teleport"}),
+        lambda i: json.dumps({**ok, "event_id": f"flood-{i}", "quantity": -3}),
+        lambda i: json.dumps({**ok, "event_id": f"flood-{i}", "quantity": 1.5}),
+        lambda i: json.dumps({**ok, "event_id": f"flood-{i}", "source": "fax"}),
+        lambda i: json.dumps({**ok, "event_id": f"flood-{i}", "location": " "}),
+    ]
+    out = []
+    for i in range(n):
+        payload = kinds[i % len(kinds)](i)
+        out.append(payload if isinstance(payload, bytes) else payload.encode())
+    return out
+
+
+def test_stream_dead_letters_a_flood_and_ignores_a_duplicate_storm(kafka, small_world, processes):
+    events, dlq, features = (
+        kafka.new_topic("events"),
+        kafka.new_topic("dlq", partitions=2),
+        kafka.new_topic("features", partitions=4),
+    )
+    stream = processes.shelfguard(
+        "stream",
+        "stream",
+        "--bootstrap", kafka.bootstrap,
+        "--topic", events,
+        "--dlq-topic", dlq,
+        "--features-topic", features,
+    )  # fmt: skip
+    valid = small_world.valid_lines()
+    first, later = valid[: len(valid) // 2], valid[len(valid) // 2 :]
+    flood = malformed_flood(FLOOD)
+    assert all(isinstance(parse_event(p), Rejection) for p in flood)
+
+    kafka.produce(events, first)
+    kafka.produce(events, flood)
+    kafka.produce(events, later)
+
+    reference = reference_replay(valid)
+    expected = reference_snapshots(reference)
+    out = kafka.reader(features)
+    dlq_reader = kafka.reader(dlq)
+
+    def caught_up():
+        out.read_to_end()
+        dlq_reader.read_to_end()
+        got = latest_by_key(out.records)
+        return len(dlq_reader.records) >= FLOOD and not snapshot_diff(got, expected, FEATURES)
+
+    wait_until(
+        caught_up,
+        timeout=90,
+        what="the stream to process all valid events and the flood",
+        explain=lambda: (
+            len(dlq_reader.records),
+            snapshot_diff(latest_by_key(out.records), expected, FEATURES),
+        ),
+    )
+    assert stream.alive, stream.tail()
+
+    # Exactly the flood is dead-lettered, each record with its reason and the raw payload.
+    dlq_reader.read_to_end()
+    records = [r.json() for r in dlq_reader.records]
+    assert len(records) == FLOOD
+    assert Counter((r["raw"], r["reason"]) for r in records) == Counter(
+        (p.decode(), parse_event(p).reason.value) for p in flood
+    )
+    assert len({r["reason"] for r in records}) == 10  # one reason per kind of defect
+    assert all(r["reason"] in set(RejectReason) for r in records)
+
+    # The events published after the flood were processed: their keys' snapshots moved on.
+    before_flood = reference_snapshots(reference_replay(first))
+    later_keys = {parse_event(line).key for line in later}
+    moved = {k for k in later_keys if snapshot_diff({k: before_flood.get(k, {})}, {k: expected[k]})}
+    assert len(moved) > len(later_keys) // 2
+    got = latest_by_key(out.records)
+    assert (
+        snapshot_diff({k: got[k] for k in moved}, {k: expected[k] for k in moved}, FEATURES) == []
+    )
+
+    # Duplicate storm: every valid event three more times, then one no-op sentinel per key.
+    settled = latest_by_key(out.records)
+    storm = valid * 3
+    sentinels = no_op_sentinels(reference)
+    kafka.produce(events, storm)
+    kafka.produce(events, sentinels)
+    after = reference_replay(valid + storm + sentinels)
+    expected_after = reference_snapshots(after)
+    assert after.duplicates == reference.duplicates + len(storm)
+
+    def storm_seen():
+        out.read_to_end()
+        return not snapshot_diff(latest_by_key(out.records), expected_after)
+
+    wait_until(
+        storm_seen,
+        timeout=90,
+        what="the duplicate storm and the sentinels",
+        explain=lambda: snapshot_diff(latest_by_key(out.records), expected_after),
+    )
+    assert stream.alive, stream.tail()
+    final = latest_by_key(out.records)
+    # Nothing moved: positions and every feature are what they were before the storm ...
+    assert snapshot_diff(final, settled, FEATURES) == []
+    assert snapshot_diff(final, expected, POSITIONS) == []
+    # ... and each key counted exactly three re-sent copies of each of its valid lines.
+    per_key = Counter(parse_event(line).key for line in valid)
+    for key, n in per_key.items():
+        assert final[key]["duplicates"] == reference.states[key].duplicates + 3 * n, key
+    dlq_reader.read_to_end()
+    assert len(dlq_reader.records) == FLOOD
+    out.close()
+    dlq_reader.close()
