@@ -17,13 +17,13 @@ Contracts:
   until it has applied that ``transfer_out``, so it never drives in-transit negative (a false
   ``ledger_anomalies``) and results do not depend on the worker count.
 - ``emit="updates"`` sends, per key and per batch of its events, one snapshot as of the key's
-  newest event; outputs are keyed by ``sku|location`` and carry the key's event count, so they
-  are idempotent under at-least-once replay (a consumer keeps the newest per key); they carry
-  the key's duplicate count.
+  newest event; outputs are keyed by ``sku|location`` (and carry the key's duplicate count), so
+  they are idempotent under at-least-once replay: a consumer keeps the newest per key.
 - ``emit="final"`` sends each key's :class:`KeyState` once, at end of input (file, or a Kafka topic
   read to its end); :func:`pipelines.feature_job.run_features` turns them into one row per key
   as of the stream's end.
-This module is the only one in ``pipelines`` that imports bytewax.
+The flow modules (this one, connectors, stream, feature_job) are the only ones in ``pipelines``
+that import bytewax.
 """
 
 from __future__ import annotations
