@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -82,9 +82,12 @@ _EVENT_TYPES = {e.value: e for e in EventType}
 _SOURCES = {s.value: s for s in Source}
 
 
-@dataclass(frozen=True, slots=True)
-class InventoryEvent:
-    """A validated event. ``occurred_at``/``published_at`` are UTC-aware datetimes."""
+class InventoryEvent(msgspec.Struct, frozen=True):
+    """A validated event. ``occurred_at``/``published_at`` are UTC-aware datetimes.
+
+    ``occurred_ts`` (event time as POSIX seconds) is derived from ``occurred_at`` on
+    construction; callers never pass it. A msgspec Struct: cheap to build on the hot path.
+    """
 
     event_id: str
     event_type: EventType
@@ -97,17 +100,16 @@ class InventoryEvent:
     reason: str | None = None
     unit_price: float | None = None
     published_at: datetime | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    extra: dict[str, Any] = {}
+    occurred_ts: float = math.nan
+
+    def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "occurred_ts", self.occurred_at.timestamp())
 
     @property
     def key(self) -> str:
         """The partition key ``"{sku}|{location}"`` (the Kafka message key)."""
         return f"{self.sku}|{self.location}"
-
-    @property
-    def occurred_ts(self) -> float:
-        """Event time as POSIX seconds (UTC)."""
-        return self.occurred_at.timestamp()
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical JSON object (timestamps as ISO-8601 UTC with ``Z``)."""
@@ -288,18 +290,102 @@ def event_from_dict(obj: Any) -> InventoryEvent:
 
 
 _decoder = msgspec.json.Decoder()
+_REQUIRED_SET = frozenset(REQUIRED_FIELDS)
+
+
+def _fast_ts(value: Any) -> datetime | None:
+    """A zoned ISO-8601 timestamp in UTC, or None when the careful path must judge it."""
+    if type(value) is not str or len(value) < 11 or value[10] not in "Tt":
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is UTC:
+        return parsed
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        return None
+    return parsed.astimezone(UTC)
+
+
+def _fast_event(obj: Any) -> InventoryEvent | None:
+    """The common case in few operations; None sends the payload to :func:`event_from_dict`.
+
+    Accepts exactly what :func:`event_from_dict` accepts when it returns an event (a test
+    checks the two agree); anything unusual (floats, wrong types, rejects) takes the careful path.
+    """
+    if type(obj) is not dict or not _REQUIRED_SET <= obj.keys():
+        return None
+    event_type = _EVENT_TYPES.get(obj["event_type"]) if type(obj["event_type"]) is str else None
+    source = _SOURCES.get(obj["source"]) if type(obj["source"]) is str else None
+    sku, location, event_id, q = obj["sku"], obj["location"], obj["event_id"], obj["quantity"]
+    if (
+        event_type is None
+        or source is None
+        or type(sku) is not str
+        or type(location) is not str
+        or type(event_id) is not str
+        or type(q) is not int
+        or not event_id
+        or not sku.strip()
+        or not location.strip()
+        or (q < 0 and event_type is not EventType.ADJUSTMENT)
+    ):
+        return None
+    occurred_at = _fast_ts(obj["occurred_at"])
+    if occurred_at is None:
+        return None
+    get = obj.get
+    published_raw, reference, reason, unit_price = (
+        get("published_at"),
+        get("reference"),
+        get("reason"),
+        get("unit_price"),
+    )
+    published_at = None
+    if published_raw is not None:
+        published_at = _fast_ts(published_raw)
+        if published_at is None:
+            return None
+    if (
+        (reference is not None and type(reference) is not str)
+        or (reason is not None and type(reason) is not str)
+        or (unit_price is not None and type(unit_price) not in (int, float))
+    ):
+        return None
+    extra: dict[str, Any] = {}
+    if len(obj) > len(REQUIRED_FIELDS):
+        extra = {k: v for k, v in obj.items() if k not in _KNOWN_FIELDS}
+    return InventoryEvent(
+        event_id,
+        event_type,
+        occurred_at,
+        sku,
+        location,
+        q,
+        source,
+        reference,
+        reason,
+        float(unit_price) if unit_price is not None else None,
+        published_at,
+        extra,
+    )
 
 
 def parse_event(raw: bytes | str) -> InventoryEvent | Rejection:
     """Decode and validate one payload; never raises on bad input (see module docstring)."""
-    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
     try:
         obj = _decoder.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
         return Rejection(text, RejectReason.NOT_JSON, None, f"payload is not valid JSON: {exc}")
+    fast = _fast_event(obj)
+    if fast is not None:
+        return fast
     try:
         return event_from_dict(obj)
     except _Invalid as exc:
+        text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
         return Rejection(text, exc.reason, exc.field_name, exc.detail)
 
 

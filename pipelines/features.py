@@ -143,10 +143,13 @@ class Activity:
 
     def observe(self, event: InventoryEvent) -> None:
         ts = event.occurred_ts
-        self.first_ts = min(self.first_ts, ts)
+        if ts < self.first_ts:
+            self.first_ts = ts
         if ts > self.max_ts:
+            new_day = ts // DAY_S != self.max_ts // DAY_S
             self.max_ts = ts
-            self._prune()
+            if new_day:
+                self._prune()
         if event.unit_price is not None:
             self.unit_price = event.unit_price
         etype, q = event.event_type, event.quantity

@@ -90,15 +90,32 @@ TRANSITIONS: dict[EventType, tuple[tuple[Bucket, int], ...]] = {
 }
 
 
+# Per-unit plans precomputed from the table: ((attribute, sign), ...). ``abs`` marks moves.
+_PLANS: dict[EventType, tuple[tuple[str, int], ...]] = {
+    etype: tuple((bucket.value, sign) for bucket, sign in rows)
+    for etype, rows in TRANSITIONS.items()
+}
+_MOVE_PLANS: dict[str, tuple[tuple[str, int], ...]] = {
+    reason: ((src.value, -1), (dst.value, 1)) for reason, (src, dst) in MOVE_REASONS.items()
+}
+_PENDING_RETURN = ((Bucket.RETURNED_PENDING.value, 1),)
+
+
+def _plan(event: InventoryEvent) -> tuple[tuple[tuple[str, int], ...], int]:
+    """The (attribute, sign) rows for ``event`` and the quantity they multiply."""
+    etype, reason = event.event_type, event.reason
+    if reason is not None:
+        if etype is EventType.ADJUSTMENT and reason in _MOVE_PLANS:
+            return _MOVE_PLANS[reason], abs(event.quantity)
+        if etype is EventType.RETURN and reason not in RETURN_TO_SHELF_REASONS:
+            return _PENDING_RETURN, event.quantity
+    return _PLANS[etype], event.quantity
+
+
 def deltas_for(event: InventoryEvent) -> dict[Bucket, int]:
     """Bucket deltas of a non-count event (the transition table applied to its quantity)."""
-    q = event.quantity
-    if event.event_type is EventType.ADJUSTMENT and event.reason in MOVE_REASONS:
-        src, dst = MOVE_REASONS[event.reason]
-        return {src: -abs(q), dst: abs(q)}
-    if event.event_type is EventType.RETURN and event.reason not in RETURN_TO_SHELF_REASONS:
-        return {Bucket.RETURNED_PENDING: q}
-    return {bucket: sign * q for bucket, sign in TRANSITIONS[event.event_type]}
+    rows, q = _plan(event)
+    return {Bucket(attr): sign * q for attr, sign in rows}
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,24 +200,26 @@ class Position:
     # -- writing ---------------------------------------------------------------------------
     def apply(self, event: InventoryEvent) -> Outcome:
         """Apply one validated event of this key. Idempotent per ``event_id``."""
-        if self._remember(event.event_id, event.occurred_ts):
-            return Outcome.DUPLICATE
         ts = event.occurred_ts
+        if self._remember(event.event_id, ts):
+            return Outcome.DUPLICATE
         if event.event_type is EventType.CYCLE_COUNT:
             return self._apply_count(ts, event.quantity)
-        for bucket, delta in deltas_for(event).items():
-            if bucket is Bucket.ON_HAND:
+        rows, q = _plan(event)
+        for attr, sign in rows:
+            delta = sign * q
+            if attr == "on_hand":
                 if ts <= self.count_ts:
                     continue  # the latest count already saw this unit move
                 self._post_count.append((ts, delta))
-            self._add(bucket, delta)
+            self._add(attr, delta)
         return Outcome.APPLIED
 
     def apply_settlement(self, settlement: TransitSettlement) -> Outcome:
         """In-transit −q for a transfer confirmed at its destination. Idempotent per id."""
         if self._remember(settlement.settle_id, settlement.ts):
             return Outcome.DUPLICATE
-        self._add(Bucket.IN_TRANSIT, -settlement.quantity)
+        self._add("in_transit", -settlement.quantity)
         return Outcome.APPLIED
 
     def _apply_count(self, ts: float, counted: int) -> Outcome:
@@ -222,9 +241,9 @@ class Position:
             self.anomalies += 1
         return Outcome.APPLIED
 
-    def _add(self, bucket: Bucket, delta: int) -> None:
-        value = getattr(self, bucket.value) + delta
-        setattr(self, bucket.value, value)
+    def _add(self, attr: str, delta: int) -> None:
+        value = getattr(self, attr) + delta
+        setattr(self, attr, value)
         if value < 0 and delta < 0:
             self.anomalies += 1
 

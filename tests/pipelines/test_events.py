@@ -131,3 +131,52 @@ def test_conformance_rejects_exactly_nine_with_reasons(conformance_dir):
         RejectReason.UNKNOWN_SOURCE,
         RejectReason.NOT_JSON,
     }
+
+
+# --- the fast path and the careful path must agree --------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from pipelines.events import _fast_event, _Invalid, event_from_dict  # noqa: E402
+
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.floats(-3, 3, allow_nan=False),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "sale",
+            "adjustment",
+            "pos",
+            "fax",
+            "SKU-1",
+            "2026-03-01T10:00:00Z",
+            "2026-03-01T10:00:00+02:00",
+            "2026-03-01T10:00:00",
+            "2026-03-01 10:00:00Z",
+            "2026-13-01T10:00:00Z",
+        ]
+    ),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from([*GOOD, "reference", "unit_price", "published_at", "x"]), _values
+    ),
+    st.booleans(),
+)
+def test_fast_path_agrees_with_careful_path(overrides, start_from_good):
+    obj = {**GOOD, **overrides} if start_from_good else overrides
+    fast = _fast_event(obj)
+    try:
+        careful = event_from_dict(obj)
+    except _Invalid:
+        careful = None
+    if fast is not None:
+        assert careful == fast
