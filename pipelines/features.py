@@ -19,11 +19,13 @@ Time rules (all in event time, UTC):
 from __future__ import annotations
 
 import math
+import sys
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
 from pipelines.events import EventType, InventoryEvent
-from pipelines.ledger import DAY_S, Outcome, Position, TransitSettlement
+from pipelines.ledger import DAY_S, NEG_INF, Outcome, Position, TransitSettlement
 
 HOUR_S = 3600.0
 RATE_TAU_DAYS = 7.0
@@ -32,8 +34,18 @@ ALLOWED_LATENESS_S = (WINDOW_DAYS + 1) * DAY_S
 MIN_WARMUP = 1.0 - math.exp(-1.0 / RATE_TAU_DAYS)  # never correct by more than a 1-day warm-up
 MAX_DAYS_OF_COVER = 365.0
 
-# bucket slots
+# day-bucket slots
 _SALES, _RETURNS, _ADJ, _PICK_SHORT, _PICK_OK = range(5)
+_SLOTS = 5
+_SLOT_OF = {
+    EventType.SALE: _SALES,
+    EventType.FULFILLMENT: _SALES,
+    EventType.RETURN: _RETURNS,
+    EventType.ADJUSTMENT: _ADJ,
+    EventType.PICK_SHORT: _PICK_SHORT,
+}
+POS_INF = math.inf
+NAN = math.nan
 _SALE_TYPES = (EventType.SALE, EventType.FULFILLMENT)
 _RECEIPT_TYPES = (EventType.RECEIPT, EventType.TRANSFER_IN)
 
@@ -106,10 +118,15 @@ FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 
 
 class Activity:
-    """Event-time activity accumulators of one key (sales windows, recency, EWMA rate)."""
+    """Event-time activity accumulators of one key (sales windows, recency, EWMA rate).
+
+    Day buckets are one int32 array of ``_SLOTS`` counters per UTC day, covering the days from
+    ``day0`` on: ~20 bytes a day instead of a dict of lists.
+    """
 
     __slots__ = (
-        "days",
+        "day0",
+        "counts",
         "rate_value",
         "rate_ts",
         "first_ts",
@@ -122,17 +139,18 @@ class Activity:
     )
 
     def __init__(self) -> None:
-        self.days: dict[int, list[int]] = {}
+        self.day0 = 0
+        self.counts: array | None = None
         self.rate_value = 0.0
-        self.rate_ts = -math.inf
-        self.first_ts = math.inf
-        self.max_ts = -math.inf
-        self.last_sale_ts = -math.inf
-        self.last_receipt_ts = -math.inf
-        self.last_count_ts = -math.inf
-        self.unit_price = math.nan
+        self.rate_ts = NEG_INF
+        self.first_ts = POS_INF
+        self.max_ts = NEG_INF
+        self.last_sale_ts = NEG_INF
+        self.last_receipt_ts = NEG_INF
+        self.last_count_ts = NEG_INF
+        self.unit_price = NAN
         # event times of pick_shorts not yet superseded by a cycle count (evidence still open)
-        self.pick_short_ts: list[float] = []
+        self.pick_short_ts: tuple[float, ...] = ()
 
     def __getstate__(self) -> tuple:
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -154,45 +172,63 @@ class Activity:
             self.unit_price = event.unit_price
         etype, q = event.event_type, event.quantity
         if etype in _SALE_TYPES and q > 0:
-            self.last_sale_ts = max(self.last_sale_ts, ts)
+            if ts > self.last_sale_ts:
+                self.last_sale_ts = ts
             self._add_rate(ts, q)
         elif etype in _RECEIPT_TYPES and q > 0:
-            self.last_receipt_ts = max(self.last_receipt_ts, ts)
+            if ts > self.last_receipt_ts:
+                self.last_receipt_ts = ts
         elif etype is EventType.CYCLE_COUNT:
-            self.last_count_ts = max(self.last_count_ts, ts)
-            self.pick_short_ts = [t for t in self.pick_short_ts if t > self.last_count_ts]
+            if ts > self.last_count_ts:
+                self.last_count_ts = ts
+                self.pick_short_ts = tuple(t for t in self.pick_short_ts if t > ts)
         elif etype is EventType.PICK_SHORT and ts > self.last_count_ts:
-            self.pick_short_ts.append(ts)
+            self.pick_short_ts = (*self.pick_short_ts, ts)
         if ts < self.max_ts - ALLOWED_LATENESS_S:
             return
-        bucket = self._bucket(ts)
-        if etype in _SALE_TYPES:
-            bucket[_SALES] += q
+        slot = _SLOT_OF.get(etype)
+        if slot is None:
+            return
+        at = self._slot_base(ts)  # before reading self.counts: it may create the array
+        counts = self.counts
+        assert counts is not None
+        if slot == _SALES:
+            counts[at + _SALES] += q
             if etype is EventType.FULFILLMENT:
-                bucket[_PICK_OK] += 1
-        elif etype is EventType.RETURN:
-            bucket[_RETURNS] += q
-        elif etype is EventType.ADJUSTMENT:
-            bucket[_ADJ] += abs(q)
-        elif etype is EventType.PICK_SHORT:
-            bucket[_PICK_SHORT] += 1
+                counts[at + _PICK_OK] += 1
+        elif slot == _ADJ:
+            counts[at + _ADJ] += abs(q)
+        elif slot == _PICK_SHORT:
+            counts[at + _PICK_SHORT] += 1
+        else:
+            counts[at + slot] += q
 
-    def _bucket(self, ts: float) -> list[int]:
+    def _slot_base(self, ts: float) -> int:
+        """Index of the first counter of ``ts``'s UTC day, growing the array as needed."""
         day = int(ts // DAY_S)
-        bucket = self.days.get(day)
-        if bucket is None:
-            bucket = self.days[day] = [0, 0, 0, 0, 0]
-        return bucket
+        if self.counts is None:
+            self.day0, self.counts = day, array("i", bytes(4 * _SLOTS))
+            return 0
+        if day < self.day0:
+            self.counts = array("i", bytes(4 * _SLOTS * (self.day0 - day))) + self.counts
+            self.day0 = day
+        offset = day - self.day0
+        missing = offset + 1 - len(self.counts) // _SLOTS
+        if missing > 0:
+            self.counts.frombytes(bytes(4 * _SLOTS * missing))
+        return offset * _SLOTS
 
     def _prune(self) -> None:
         oldest = int((self.max_ts - ALLOWED_LATENESS_S) // DAY_S)
-        if self.days and min(self.days) < oldest:
-            self.days = {d: b for d, b in self.days.items() if d >= oldest}
+        if self.counts is not None and self.day0 < oldest:
+            drop = (oldest - self.day0) * _SLOTS
+            self.counts = self.counts[drop:] if drop < len(self.counts) else None
+            self.day0 = oldest
 
     def _add_rate(self, ts: float, q: int) -> None:
         tau = RATE_TAU_DAYS * DAY_S
         if ts >= self.rate_ts:
-            decay = math.exp(-(ts - self.rate_ts) / tau) if self.rate_ts > -math.inf else 0.0
+            decay = math.exp(-(ts - self.rate_ts) / tau) if self.rate_ts > NEG_INF else 0.0
             self.rate_value = self.rate_value * decay + q / RATE_TAU_DAYS
             self.rate_ts = ts
         else:
@@ -200,7 +236,7 @@ class Activity:
 
     def rate_at(self, ts: float) -> float:
         """EWMA sales rate (units/day) at ``ts`` (clamped to the newest sale)."""
-        if self.rate_ts == -math.inf:
+        if self.rate_ts == NEG_INF:
             return 0.0
         ts = max(ts, self.rate_ts)
         tau = RATE_TAU_DAYS * DAY_S
@@ -210,14 +246,20 @@ class Activity:
 
     def window(self, as_of: float, days: int, slot: int) -> float:
         """Sum of ``slot`` over (as_of − days, as_of], oldest partial UTC day pro-rated."""
+        counts = self.counts
+        if counts is None:
+            return 0.0
         start = as_of - days * DAY_S
         first_day, last_day = int(start // DAY_S), int(as_of // DAY_S)
         total = 0.0
-        for day, bucket in self.days.items():
-            if first_day < day <= last_day:
-                total += bucket[slot]
-            elif day == first_day:
-                total += bucket[slot] * (1.0 - (start - day * DAY_S) / DAY_S)
+        lo = max(first_day, self.day0)
+        hi = min(last_day, self.day0 + len(counts) // _SLOTS - 1)
+        for day in range(lo, hi + 1):
+            value = counts[(day - self.day0) * _SLOTS + slot]
+            if day == first_day:
+                total += value * (1.0 - (start - day * DAY_S) / DAY_S)
+            else:
+                total += value
         return total
 
 
@@ -234,8 +276,9 @@ class KeyState:
     __slots__ = ("sku", "location", "position", "activity", "duplicates")
 
     def __init__(self, sku: str, location: str) -> None:
-        self.sku = sku
-        self.location = location
+        # interned: a sku recurs at every location and a location at every sku
+        self.sku = sys.intern(sku)
+        self.location = sys.intern(location)
         self.position = Position()
         self.activity = Activity()
         self.duplicates = 0

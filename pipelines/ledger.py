@@ -27,23 +27,26 @@ Rules (see ``TRANSITIONS`` and the README table):
   evidence of a record error, never a reason to refuse an event.
 - Applying the same ``event_id`` twice changes nothing (within the dedupe horizon, below).
 
-Memory is bounded: event ids are remembered for ``DEDUPE_HORIZON_S`` of event-time progress of the
-key, and on-hand deltas after the latest count for ``COUNT_LATENESS_S``; a count that arrives later
-than that behind the key's newest event is applied as of the oldest remembered delta.
+Memory is bounded: event ids are remembered for at least ``DEDUPE_HORIZON_S`` (7 days) of the key's
+event-time progress, and on-hand deltas after the latest count for ``COUNT_LATENESS_S`` (14 days);
+a count that arrives later than that behind the key's newest event is applied as if the forgotten
+deltas occurred before it.
 """
 
 from __future__ import annotations
 
 import enum
 import math
+from array import array
 from dataclasses import dataclass
 
 from pipelines.events import EventType, InventoryEvent
 
 DAY_S = 86_400.0
-DEDUPE_HORIZON_S = 14 * DAY_S
+DEDUPE_HORIZON_S = 7 * DAY_S
 COUNT_LATENESS_S = 14 * DAY_S
-_PRUNE_EVERY = 64
+NEG_INF = -math.inf  # one shared object: millions of keys start with it
+_EMPTY: frozenset[str] = frozenset()
 
 
 class Bucket(enum.StrEnum):
@@ -134,7 +137,12 @@ class TransitSettlement:
 
 
 class Position:
-    """Ledger state of one (sku, location). Mutable; pickles small (bytewax recovery state)."""
+    """Ledger state of one (sku, location). Mutable; small in memory and in its pickle.
+
+    Memory layout (one of these per key, millions per process): plain ints for the buckets,
+    on-hand deltas after the latest count in two typed arrays, and event ids in two generations
+    of sets (see ``_remember``) instead of an id → time map.
+    """
 
     __slots__ = (
         "on_hand",
@@ -146,15 +154,16 @@ class Position:
         "risk_hold",
         "safety_stock",
         "count_ts",
-        "count_qty",
         "last_count_variance",
         "counts_with_variance",
         "abs_variance_sum",
         "anomalies",
         "max_ts",
-        "_post_count",
+        "_pc_ts",
+        "_pc_delta",
         "_seen",
-        "_since_prune",
+        "_seen_old",
+        "_generation_ts",
     )
 
     def __init__(self) -> None:
@@ -166,18 +175,19 @@ class Position:
         self.returned_pending = 0
         self.risk_hold = 0
         self.safety_stock = 0
-        self.count_ts = -math.inf
-        self.count_qty = 0
+        self.count_ts = NEG_INF
         self.last_count_variance: int | None = None
         self.counts_with_variance = 0
         self.abs_variance_sum = 0
         self.anomalies = 0
-        self.max_ts = -math.inf
-        # on-hand deltas of events that occurred after the latest count: [(ts, delta), ...]
-        self._post_count: list[tuple[float, int]] = []
-        # event_id -> the key's event-time watermark when first seen
-        self._seen: dict[str, float] = {}
-        self._since_prune = 0
+        self.max_ts = NEG_INF
+        # on-hand deltas of events that occurred after the latest count, in arrival order
+        self._pc_ts = array("d")
+        self._pc_delta = array("q")
+        # event ids seen in the current and the previous dedupe generation
+        self._seen: set[str] = set()
+        self._seen_old: frozenset[str] | set[str] = _EMPTY
+        self._generation_ts = NEG_INF
 
     # -- reading ---------------------------------------------------------------------------
     def available_to_promise(self) -> int:
@@ -188,7 +198,7 @@ class Position:
         return {b.value: getattr(self, b.value) for b in Bucket}
 
     def has_seen(self, event_id: str) -> bool:
-        return event_id in self._seen
+        return event_id in self._seen or event_id in self._seen_old
 
     def __getstate__(self) -> tuple:
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -211,7 +221,9 @@ class Position:
             if attr == "on_hand":
                 if ts <= self.count_ts:
                     continue  # the latest count already saw this unit move
-                self._post_count.append((ts, delta))
+                if delta:
+                    self._pc_ts.append(ts)
+                    self._pc_delta.append(delta)
             self._add(attr, delta)
         return Outcome.APPLIED
 
@@ -225,21 +237,25 @@ class Position:
     def _apply_count(self, ts: float, counted: int) -> Outcome:
         if ts <= self.count_ts:
             return Outcome.STALE_COUNT
-        after = [(t, d) for t, d in self._post_count if t > ts]
-        book_at_count = self.on_hand - sum(d for _, d in after)
-        is_opening = self.count_ts == -math.inf and not self._post_count
+        keep = [i for i, t in enumerate(self._pc_ts) if t > ts]
+        after = sum(self._pc_delta[i] for i in keep)
+        is_opening = self.count_ts == NEG_INF and not self._pc_ts
         if not is_opening:
-            variance = counted - book_at_count
+            variance = counted - (self.on_hand - after)
             self.last_count_variance = variance
             self.counts_with_variance += 1
             self.abs_variance_sum += abs(variance)
         self.count_ts = ts
-        self.count_qty = counted
-        self._post_count = after
-        self.on_hand = counted + sum(d for _, d in after)
+        self._keep_post_count(keep)
+        self.on_hand = counted + after
         if self.on_hand < 0:
             self.anomalies += 1
         return Outcome.APPLIED
+
+    def _keep_post_count(self, keep: list[int]) -> None:
+        if len(keep) != len(self._pc_ts):
+            self._pc_ts = array("d", (self._pc_ts[i] for i in keep))
+            self._pc_delta = array("q", (self._pc_delta[i] for i in keep))
 
     def _add(self, attr: str, delta: int) -> None:
         value = getattr(self, attr) + delta
@@ -248,26 +264,33 @@ class Position:
             self.anomalies += 1
 
     def _remember(self, event_id: str, ts: float) -> bool:
-        """True if ``event_id`` was already applied; otherwise remember it and advance time."""
-        if event_id in self._seen:
+        """True if ``event_id`` was already applied; otherwise remember it and advance time.
+
+        Ids live in generations: when the key's newest event time has moved
+        ``DEDUPE_HORIZON_S`` past the current generation's start, the current set becomes the
+        old one and the older one is dropped. An id is therefore remembered for at least
+        ``DEDUPE_HORIZON_S`` (and at most twice that) of the key's event-time progress.
+        """
+        if event_id in self._seen or event_id in self._seen_old:
             return True
         if ts > self.max_ts:
             self.max_ts = ts
-        self._seen[event_id] = self.max_ts
-        self._since_prune += 1
-        if self._since_prune >= _PRUNE_EVERY:
-            self._prune()
+            if self._generation_ts == NEG_INF:
+                self._generation_ts = ts
+            elif ts - self._generation_ts >= DEDUPE_HORIZON_S:
+                self._rotate()
+        self._seen.add(event_id)
         return False
 
-    def _prune(self) -> None:
-        self._since_prune = 0
-        horizon = self.max_ts - DEDUPE_HORIZON_S
-        self._seen = {k: t for k, t in self._seen.items() if t >= horizon}
-        count_horizon = self.max_ts - COUNT_LATENESS_S
-        if self._post_count and self._post_count[0][0] < count_horizon:
+    def _rotate(self) -> None:
+        self._seen_old = self._seen
+        self._seen = set()
+        self._generation_ts = self.max_ts
+        horizon = self.max_ts - COUNT_LATENESS_S
+        if self._pc_ts and self._pc_ts[0] < horizon:
             # Forget old deltas (on_hand already includes them): a count older than the horizon
             # then treats them as seen by the count, i.e. it applies as of the horizon.
-            self._post_count = [(t, d) for t, d in self._post_count if t >= count_horizon]
+            self._keep_post_count([i for i, t in enumerate(self._pc_ts) if t >= horizon])
 
 
 class TransferMatcher:
