@@ -9,14 +9,14 @@ import threading
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import select
 
-from serving import audit
+from serving import audit, labels
 from serving.auth import COOKIE, Principal, Role, authenticate, authorize, create_user
 from serving.errors import NotFound, ShelfguardError
 from serving.idempotency import IdempotencyMiddleware
@@ -31,6 +31,7 @@ from serving.schemas import (
     CountOut,
     DecisionIn,
     DeliveryOut,
+    ExceptionOut,
     IngestOut,
     LabelOut,
     RecommendationOut,
@@ -54,6 +55,7 @@ from serving.store.tables import (
     CountLabel,
     CountTask,
     Recommendation,
+    ReconciliationException,
     Webhook,
     WebhookDelivery,
 )
@@ -180,6 +182,7 @@ def _api_routes(app: FastAPI, rt: Runtime) -> None:  # noqa: C901 - a flat list 
     Ingest = Annotated[Principal, Depends(role(Role.OPS, Role.DATA_SCIENTIST))]
     Approver = Annotated[Principal, Depends(role(Role.APPROVER))]
     Scientist = Annotated[Principal, Depends(role(Role.DATA_SCIENTIST))]
+    Reconciler = Annotated[Principal, Depends(role(Role.OPS, Role.APPROVER))]
     Admin = Annotated[Principal, Depends(role(Role.ADMIN))]
 
     @app.get("/healthz", tags=["ops"])
@@ -291,11 +294,64 @@ def _api_routes(app: FastAPI, rt: Runtime) -> None:  # noqa: C901 - a flat list 
             event_id=result.event_id,
         )
 
-    @app.get("/labels", response_model=list[LabelOut], tags=["counts"])
-    def list_labels(_who: Scientist, limit: Limit = 1000) -> list[CountLabel]:
-        """Count outcomes as training labels (phantom = 1: the count found less than recorded)."""
+    @app.get(
+        "/labels",
+        response_model=list[LabelOut],
+        tags=["counts"],
+        responses={
+            200: {
+                "content": {
+                    "application/vnd.apache.parquet": {},
+                    "application/x-ndjson": {},
+                }
+            }
+        },
+    )
+    def list_labels(
+        _who: Scientist,
+        limit: Annotated[int | None, Query(ge=1, le=10_000_000)] = None,
+        format: Literal["json", "parquet", "jsonl"] = "json",
+    ) -> list[CountLabel] | Response:
+        """Count outcomes as labels, oldest first. ``json``: the stored labels (phantom = 1:
+        the count found less than recorded), 1000 unless ``limit`` says otherwise.
+        ``parquet`` / ``jsonl``: training rows for ``shelfguard train --labels`` (see
+        serving/labels.py for the columns and the phantom model's label), all unless ``limit``."""
         with rt.store.reader() as session:
-            return list(session.scalars(select(CountLabel).order_by(CountLabel.id).limit(limit)))
+            query = select(CountLabel).order_by(CountLabel.id)
+            if limit is not None or format == "json":
+                query = query.limit(limit or 1000)
+            rows = list(session.scalars(query))
+        if format == "json":
+            return rows
+        body = labels.to_bytes(labels.label_frame(rows), format)
+        media = "application/vnd.apache.parquet" if format == "parquet" else "application/x-ndjson"
+        return Response(
+            body,
+            media_type=media,
+            headers={"Content-Disposition": f'attachment; filename="labels.{format}"'},
+        )
+
+    @app.get("/exceptions", response_model=list[ExceptionOut], tags=["reconciliation"])
+    def list_exceptions(
+        _who: Reconciler,
+        status: str | None = None,
+        source: str | None = None,
+        sku: str | None = None,
+        location: str | None = None,
+        limit: Limit = 100,
+    ) -> list[ReconciliationException]:
+        """Reconciliation exceptions (``shelfguard reconcile``), newest first."""
+        with rt.store.reader() as session:
+            query = select(ReconciliationException).order_by(ReconciliationException.id.desc())
+            for column, value in (
+                (ReconciliationException.status, status),
+                (ReconciliationException.source, source),
+                (ReconciliationException.sku, sku),
+                (ReconciliationException.location, location),
+            ):
+                if value is not None:
+                    query = query.where(column == value)
+            return list(session.scalars(query.limit(limit)))
 
     @app.post("/users", response_model=UserOut, status_code=201, tags=["admin"])
     def add_user(body: UserIn, who: Admin) -> UserOut:

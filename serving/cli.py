@@ -217,16 +217,28 @@ def train(
     package: Annotated[
         bool, typer.Option(help="Also write the packaged default models (models/packaged)")
     ] = False,
+    labels: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--labels",
+            help="Field labels from completed counts: a `shelfguard labels export` file "
+            "(*.parquet, *.jsonl) or the service's GET /labels URL (token: $SHELFGUARD_TOKEN)",
+        ),
+    ] = None,
 ) -> None:
     """Build training sets, train both models, evaluate beside baselines, register, gate."""
     from training.train import train as run_training
 
+    extra = None
+    if labels is not None:
+        extra = _field_labels(labels)
     reports = run_training(
         data=data,
         worlds_root=worlds_dir,
         tracking_uri=tracking_uri,
         package=package,
         progress=lambda msg: console.print(f"[cyan]•[/cyan] {msg}"),
+        extra_labels=extra,
     )
     for report in reports:
         table = Table(title=f"{report.name} v{report.version} — {report.gate}")
@@ -252,6 +264,23 @@ def train(
         console.print(table)
 
 
+def _field_labels(source: str):  # noqa: ANN202 - a pandas DataFrame
+    """Training rows from a label export (file or URL); exits 2 on an unusable source."""
+    from serving.errors import ShelfguardError
+    from serving.labels import read_labels, training_rows
+
+    try:
+        rows, dropped = training_rows(read_labels(source, os.environ.get("SHELFGUARD_TOKEN")))
+    except ShelfguardError as exc:
+        raise typer.BadParameter(exc.detail, param_hint="--labels") from None
+    console.print(
+        f"[cyan]•[/cyan] field labels: {len(rows)} rows from {source} "
+        f"({int(rows['phantom'].sum()) if len(rows) else 0} phantom), "
+        f"{dropped} without a feature snapshot skipped"
+    )
+    return rows
+
+
 @app.command()
 def score(
     events: Annotated[Path, typer.Option("--events", help="Any contract-conforming JSONL file")],
@@ -263,9 +292,21 @@ def score(
             "the stockout model is taken from the same registry alias or the package",
         ),
     ] = None,
+    with_features: Annotated[
+        bool,
+        typer.Option(
+            "--features/--no-features",
+            help="Add the feature snapshot as columns feature.<name> (the approval service keeps "
+            "it with the alert so count outcomes become training labels)",
+        ),
+    ] = True,
 ) -> None:
     """Score an event log: phantom and stockout probabilities with explanations."""
-    from models.scoring import score_events
+    import pandas as pd
+
+    from models.scoring import SCORE_COLUMNS, score_features
+    from pipelines.replay import replay_file
+    from serving.labels import with_feature_columns
     from training.train import load_model
 
     if not events.exists():
@@ -275,7 +316,15 @@ def score(
     if model_uri and "phantom-inventory" in model_uri:
         stockout_uri = model_uri.replace("phantom-inventory", "stockout-risk")
     stockout = load_model(stockout_uri, "stockout-risk")
-    scores, rejected = score_events(events, phantom, stockout)
+    replay = replay_file(events)
+    rejected = len(replay.rejections)
+    features = replay.feature_table()
+    if features.empty:
+        scores = pd.DataFrame(columns=list(SCORE_COLUMNS))
+    else:
+        scores = score_features(features, phantom, stockout)
+        if with_features:
+            scores = with_feature_columns(scores, features)
     out.parent.mkdir(parents=True, exist_ok=True)
     scores.to_csv(out, index=False)
     _print_summary(
@@ -364,9 +413,11 @@ DatabaseUrl = Annotated[
 users_app = typer.Typer(help="Users and API tokens of the approval service.", no_args_is_help=True)
 alerts_app = typer.Typer(help="Scores into alerts (file or Kafka).", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+labels_app = typer.Typer(help="Count outcomes as training labels.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(audit_app, name="audit")
+app.add_typer(labels_app, name="labels")
 
 
 def _service_settings(database_url: str | None, **overrides: object):  # noqa: ANN202
@@ -516,6 +567,118 @@ def audit_verify(database_url: DatabaseUrl = None) -> None:
     raise typer.Exit(1)
 
 
+@labels_app.command("export")
+def labels_export(
+    out: Annotated[Path, typer.Option("--out", help="*.parquet or *.jsonl")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Write every count label as a training row (snapshot + labels) for `train --labels`."""
+    from sqlalchemy import select
+
+    from serving.errors import ShelfguardError
+    from serving.labels import format_of, label_frame, write_labels
+    from serving.store import Store
+    from serving.store.tables import CountLabel
+
+    try:
+        format_of(out)
+    except ShelfguardError as exc:
+        raise typer.BadParameter(exc.detail, param_hint="--out") from None
+    store = Store(_service_settings(database_url).database_url)
+    store.migrate()
+    with store.reader() as session:
+        frame = label_frame(session.scalars(select(CountLabel).order_by(CountLabel.id)))
+    store.dispose()
+    write_labels(frame, out)
+    _print_summary(
+        "labels export",
+        {
+            "labels": len(frame),
+            "with feature snapshot": int(frame["has_features"].sum()),
+            "phantom (shelf empty)": int(frame["phantom"].sum()),
+            "out": str(out),
+        },
+    )
+
+
+@app.command()
+def reconcile(
+    events: Annotated[Path, typer.Option("--events", help="The event log (JSONL)")],
+    erp: Annotated[Path, typer.Option("--erp", help="ERP balance extract (CSV or Parquet)")],
+    wms: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--wms", help="WMS positions (same columns)"),
+    ] = None,
+    tolerance: Annotated[
+        float, typer.Option(help="Absolute tolerance in units (mismatch when beyond it)")
+    ] = 0.0,
+    relative_tolerance: Annotated[
+        float, typer.Option(help="Relative tolerance: fraction of the larger figure")
+    ] = 0.0,
+    as_of: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="ISO-8601 instant of extracts without an as_of column (default: last event)"
+        ),
+    ] = None,
+    last_events: Annotated[int, typer.Option(help="Events kept per exception")] = 5,
+    interval: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(help="Run every this many seconds until Ctrl-C (default: once)"),
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Compare the stream's positions with ERP (and WMS) figures; store exceptions (idempotent)."""
+    from datetime import UTC, datetime
+
+    from serving.errors import ShelfguardError
+    from serving.reconcile import Tolerance
+    from serving.reconcile_job import RunResult, run_every, run_once
+
+    try:
+        tol = Tolerance(tolerance, relative_tolerance)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--tolerance") from None
+    instant = None
+    if as_of is not None:
+        try:
+            instant = datetime.fromisoformat(as_of)
+        except ValueError:
+            raise typer.BadParameter(f"{as_of!r} is not ISO-8601", param_hint="--as-of") from None
+        if instant.tzinfo is None:
+            raise typer.BadParameter("add a zone (Z or +hh:mm)", param_hint="--as-of")
+        instant = instant.astimezone(UTC)
+    extracts = [("erp", erp)] + ([("wms", wms)] if wms is not None else [])
+    runtime = _runtime(database_url)
+
+    def run() -> RunResult:
+        return run_once(runtime.service, events, extracts, tol, as_of=instant, last_n=last_events)
+
+    def report(result: RunResult) -> None:
+        _print_summary(
+            "reconcile",
+            {
+                **{f"{source} keys compared": n for source, n in result.compared.items()},
+                "mismatches beyond tolerance": len(result.mismatches),
+                "new exceptions": len(result.created),
+                "already recorded": result.already_known,
+            },
+        )
+
+    try:
+        if interval is None:
+            report(run())
+        else:
+            run_every(interval, run, report)
+    except ShelfguardError as exc:
+        console.print(f"[red]reconcile failed:[/red] {exc.detail}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print("stopped")
+    finally:
+        runtime.store.dispose()
+
+
 def _print_summary(title: str, values: dict) -> None:
     table = Table(title=title, show_header=False)
     for key, value in values.items():
@@ -523,6 +686,192 @@ def _print_summary(title: str, values: dict) -> None:
             value = json.dumps(value, sort_keys=True)
         table.add_row(str(key), str(value))
     console.print(table)
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming scoring and the live demo (issue 6): serving/scoring_flow.py, serving/demo.py.
+
+
+@app.command("score-stream")
+def score_stream(
+    events: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--events", help="Read a JSONL event file (instead of --bootstrap)"),
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option(help="With --events: keep reading the file as it grows (tail -f)")
+    ] = False,
+    scores_out: Annotated[
+        Path, typer.Option(help="With --events: score messages, one JSON object per line")
+    ] = Path("scores.jsonl"),
+    dlq_out: Annotated[Path, typer.Option(help="With --events: rejected lines")] = Path(
+        "dlq.jsonl"
+    ),
+    bootstrap: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Read the Kafka topic --topic instead of a file"),
+    ] = None,
+    topic: Annotated[str, typer.Option(help="Input topic")] = EVENTS_TOPIC,
+    dlq_topic: Annotated[str, typer.Option(help="Dead-letter topic")] = DLQ_TOPIC,
+    scores_topic: Annotated[str, typer.Option(help="Output topic of score messages")] = (
+        "inventory.scores"
+    ),
+    features_topic: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Also send feature snapshots to this topic (e.g. inventory.features)"),
+    ] = None,
+    tracking_uri: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="MLflow registry of the champions (default: $MLFLOW_TRACKING_URI, else "
+            "./mlflow.db if present, else the packaged models without reload)"
+        ),
+    ] = None,
+    poll_seconds: Annotated[
+        float, typer.Option(help="Seconds between checks of the champion alias")
+    ] = 30.0,
+    explain_above: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(help="Explain scores at or above this (default: the policy's alert floor)"),
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", "-w", help="Workers in this process")] = 1,
+    recovery_dir: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Bytewax recovery directory (created with its partitions if absent)"),
+    ] = None,
+    snapshot_seconds: Annotated[float, typer.Option(help="Snapshot interval")] = 2.0,
+    tail: Annotated[
+        bool, typer.Option(help="Kafka: keep consuming (--no-tail: stop at the topic's end)")
+    ] = True,
+    batch_size: Annotated[int, typer.Option(help="Source batch size")] = 1000,
+) -> None:
+    """Score changed feature snapshots with the champion models, live (Kafka or a file)."""
+    from datetime import timedelta
+
+    from bytewax.recovery import RecoveryConfig
+    from bytewax.run import cli_main
+
+    from pipelines.recovery import ensure_recovery_dir
+    from serving.scoring_flow import ScoringSettings, build_from_settings, make_scorer
+
+    if (events is None) == (bootstrap is None):
+        raise typer.BadParameter("give exactly one of --events FILE or --bootstrap HOST:PORT")
+    if explain_above is None:
+        from serving.policy import load_policy
+
+        explain_above = load_policy(_service_settings(None).policy_path).alerts.min_score
+    common: dict = {
+        "tracking_uri": tracking_uri,
+        "registry_poll_s": poll_seconds,
+        "explain_above": explain_above,
+        "batch_size": batch_size,
+        "emit_features": features_topic is not None,
+    }
+    if bootstrap is not None:
+        settings = ScoringSettings(
+            source="kafka",
+            bootstrap=bootstrap,
+            events_topic=topic,
+            dlq_topic=dlq_topic,
+            scores_topic=scores_topic,
+            features_topic=features_topic or FEATURES_TOPIC,
+            tail=tail,
+            **common,
+        )
+    else:
+        settings = ScoringSettings(
+            source="file",
+            events_file=events,
+            follow=follow,
+            scores_file=scores_out,
+            dlq_file=dlq_out,
+            **common,
+        )
+    scorer = make_scorer(settings)
+    champions = scorer.watcher.current()
+    where = scores_out if bootstrap is None else f"{bootstrap} {scores_topic}"
+    console.print(
+        f"score-stream ready: {champions.label(champions.phantom)}, "
+        f"{champions.label(champions.stockout)} → {where}",
+        highlight=False,
+    )
+    recovery = None
+    if recovery_dir is not None:
+        ensure_recovery_dir(recovery_dir)
+        recovery = RecoveryConfig(str(recovery_dir))
+    try:
+        cli_main(
+            build_from_settings(settings, scorer),
+            workers_per_process=workers,
+            epoch_interval=timedelta(seconds=snapshot_seconds),
+            recovery_config=recovery,
+        )
+    except KeyboardInterrupt:
+        pass
+    console.print(
+        f"score-stream stopped: {scorer.rows_scored} rows scored, {scorer.rows_explained} "
+        f"explanations, {scorer.watcher.swaps} champion swaps",
+        highlight=False,
+    )
+
+
+@app.command()
+def demo(
+    kafka: Annotated[
+        bool, typer.Option("--kafka", help="Run over the local Kafka broker instead of files")
+    ] = False,
+    out: Annotated[Path, typer.Option(help="Working directory of the demo")] = Path("data/live"),
+    stores: Annotated[int, typer.Option(help="Stores to simulate")] = 10,
+    skus: Annotated[int, typer.Option(help="SKUs per store")] = 200,
+    days: Annotated[int, typer.Option(help="Simulated days (ending at today's UTC midnight)")] = 30,
+    seed: Annotated[int, typer.Option(help="Simulation seed")] = 1,
+    seconds_per_day: Annotated[
+        float, typer.Option(help="Wall seconds per simulated day of the replay")
+    ] = 6.0,
+    warmup_days: Annotated[
+        float, typer.Option(help="Replay this many first days at once, without pacing")
+    ] = 0.0,
+    port: Annotated[int, typer.Option(help="Port of the service (API and UI)")] = 8000,
+    mlflow_port: Annotated[
+        int, typer.Option(help="Port of the MLflow UI (0: do not start it)")
+    ] = 5000,
+    bootstrap: Annotated[str, typer.Option(help="Kafka bootstrap (with --kafka)")] = (
+        DEFAULT_BOOTSTRAP
+    ),
+    topic_prefix: Annotated[
+        str, typer.Option(help="With --kafka: topics <prefix>.<run>.inventory.* (old ones deleted)")
+    ] = "demo",
+    poll_seconds: Annotated[
+        float, typer.Option(help="Seconds between the flow's checks of the champion alias")
+    ] = 30.0,
+    tracking_uri: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="MLflow registry (default: $MLFLOW_TRACKING_URI or ./mlflow.db)"),
+    ] = None,
+) -> None:
+    """The whole loop, live: simulate, register models, serve the UI, stream and score an
+    accelerated replay, until Ctrl-C."""
+    from serving.demo import DemoOptions, run_demo
+
+    if seconds_per_day <= 0:
+        raise typer.BadParameter("must be > 0", param_hint="--seconds-per-day")
+    options = DemoOptions(
+        out=out,
+        stores=stores,
+        skus=skus,
+        days=days,
+        seed=seed,
+        seconds_per_day=seconds_per_day,
+        warmup_days=warmup_days,
+        port=port,
+        mlflow_port=mlflow_port,
+        kafka=kafka,
+        bootstrap=bootstrap,
+        topic_prefix=topic_prefix,
+        registry_poll_s=poll_seconds,
+        tracking_uri=tracking_uri,
+    )
+    raise typer.Exit(run_demo(options, lambda line: print(line, flush=True)))
 
 
 if __name__ == "__main__":

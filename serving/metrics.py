@@ -45,3 +45,9 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.reconciliation_exceptions = Counter(
+            "shelfguard_reconciliation_exceptions_total",
+            "New reconciliation exceptions (stream vs an external extract, beyond tolerance)",
+            ["source"],
+            registry=self.registry,
+        )

@@ -4,14 +4,17 @@ they are returned in UTC."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
+from pipelines.features import FEATURES
 from serving.auth import Role
 from serving.workflow import Decision
 
 Key = Field(min_length=1, max_length=100, pattern=r"^[^\s/|][^/|]*$")
+FEATURE_NAMES = frozenset(f.name for f in FEATURES)
+FeatureValue = Annotated[float, Field(allow_inf_nan=False)] | None
 
 
 class ScoreIn(BaseModel):
@@ -32,11 +35,30 @@ class ScoreIn(BaseModel):
     phantom_model: str = Field(min_length=1, max_length=100)
     stockout_model: str = Field(min_length=1, max_length=100)
     unit_value: float | None = Field(None, gt=0, le=1_000_000)
+    features: dict[str, FeatureValue] | None = Field(
+        None,
+        description="The feature snapshot (pipelines.features names) the scores were computed "
+        "from, as of `as_of`; kept with the alert so a count's outcome can become a training "
+        "label. In a CSV row: columns `feature.<name>`.",
+    )
 
     @field_validator("as_of")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
         return value.astimezone(UTC)
+
+    @field_validator("features")
+    @classmethod
+    def _known_features(cls, value: dict[str, float | None] | None) -> dict | None:
+        if value is None:
+            return None
+        unknown = sorted(set(value) - FEATURE_NAMES)
+        if unknown:
+            raise ValueError(
+                f"unknown feature(s) {', '.join(unknown)[:300]}; use the names of "
+                "pipelines.features.FEATURES"
+            )
+        return value or None
 
 
 class ScoresIn(BaseModel):
@@ -160,6 +182,27 @@ class LabelOut(BaseModel):
     score: float | None
     model: str | None
     counted_at: datetime
+    as_of: datetime | None = Field(description="When the judged feature snapshot was taken")
+    features: dict[str, Any] | None = Field(description="The alert's feature snapshot")
+
+
+class ExceptionOut(BaseModel):
+    """A reconciliation exception: the stream's figure and the source's, and recent events."""
+
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    sku: str
+    location: str
+    source: str
+    as_of: datetime
+    stream_on_hand: int | None
+    source_on_hand: int | None
+    difference: int
+    tolerance: dict[str, Any]
+    last_events: list[dict[str, Any]]
+    status: str
+    detected_at: datetime
+    detected_by: str
 
 
 class UserIn(BaseModel):

@@ -1,5 +1,7 @@
 """Scores into the service from the outside: ``shelfguard score`` CSV files and the Kafka topic
 ``inventory.scores`` (one JSON object per message with the CSV's columns, key ``sku|location``).
+A row's ``feature.<name>`` columns (or a message's ``features`` object) are the feature snapshot
+the scores were computed from; it stays with the alert and later with the count's label.
 
 Rows or messages that do not validate are dead-lettered (the ``dead_letters`` table, the
 ``shelfguard_dead_letters_total`` metric and, for Kafka, the ``inventory.scores.dlq`` topic with
@@ -18,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from serving.labels import FEATURE_COLUMN_PREFIX, features_from_row
 from serving.schemas import ScoreIn
 from serving.service import ActionService
 
@@ -36,6 +39,10 @@ def parse_score(obj: Any) -> ScoreIn | str:
     if isinstance(obj, dict):
         obj = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in obj.items()}
         obj = {k: v for k, v in obj.items() if v not in (None, "")}
+        flat = features_from_row(obj)
+        if flat is not None and "features" not in obj:
+            obj = {k: v for k, v in obj.items() if not str(k).startswith(FEATURE_COLUMN_PREFIX)}
+            obj["features"] = flat
     try:
         return ScoreIn.model_validate(obj)
     except ValidationError as exc:

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from serving import audit, webhooks
 from serving.effects import Atp, Effects, current_atp
-from serving.errors import EffectFailed, InvalidTransition, NotFound, StaleVersion
+from serving.errors import Conflict, EffectFailed, InvalidTransition, NotFound, StaleVersion
 from serving.metrics import ServiceMetrics
 from serving.policy import (
     ActionType,
@@ -32,6 +33,7 @@ from serving.policy import (
     write_off_proposal,
 )
 from serving.publisher import Publisher
+from serving.reconcile import Mismatch, Tolerance
 from serving.schemas import ScoreIn
 from serving.settings import ServiceSettings
 from serving.store.db import Store
@@ -44,6 +46,7 @@ from serving.store.tables import (
     Hold,
     Position,
     Recommendation,
+    ReconciliationException,
 )
 from serving.workflow import Decision, RecState, decide, transition
 
@@ -165,6 +168,7 @@ class ActionService:
             as_of=score.as_of,
             created_at=now,
             status="open",
+            features=score.features,
         )
         session.add(alert)
         session.flush()
@@ -425,6 +429,8 @@ class ActionService:
                     score=alert.score if alert else None,
                     model=alert.model if alert else None,
                     counted_at=now,
+                    as_of=alert.as_of if alert else None,
+                    features=alert.features if alert else None,
                 )
             )
             position.on_hand, position.as_of, position.updated_at = counted, now, now
@@ -527,6 +533,76 @@ class ActionService:
                 )
                 holds += 1
         return len(overdue), holds
+
+    # -- reconciliation -----------------------------------------------------------------------
+    def record_exceptions(
+        self, mismatches: list[Mismatch], tolerance: Tolerance, actor: str
+    ) -> tuple[list[int], int]:
+        """Store mismatches as reconciliation exceptions, one per (sku, location, source,
+        as_of): a mismatch already stored for that instant is skipped, so re-running the same
+        reconciliation adds nothing. Returns (ids created, number already known). Two
+        reconcilers storing the same new mismatch at once: one fails on the unique constraint
+        (409) and stores nothing; running it again is safe."""
+        now = self.clock()
+        created: list[int] = []
+        sources: list[str] = []
+        known = 0
+        try:
+            with self.store.transaction() as session:
+                for m in mismatches:
+                    exists = session.scalar(
+                        select(ReconciliationException.id).where(
+                            ReconciliationException.sku == m.sku,
+                            ReconciliationException.location == m.location,
+                            ReconciliationException.source == m.source,
+                            ReconciliationException.as_of == m.as_of,
+                        )
+                    )
+                    if exists is not None:
+                        known += 1
+                        continue
+                    row = ReconciliationException(
+                        sku=m.sku,
+                        location=m.location,
+                        source=m.source,
+                        as_of=m.as_of,
+                        stream_on_hand=m.stream_on_hand,
+                        source_on_hand=m.source_on_hand,
+                        difference=m.difference,
+                        tolerance=tolerance.to_dict(),
+                        last_events=list(m.last_events),
+                        status="open",
+                        detected_at=now,
+                        detected_by=actor,
+                    )
+                    session.add(row)
+                    session.flush()
+                    created.append(row.id)
+                    audit.append(
+                        session,
+                        at=now,
+                        actor=actor,
+                        action="reconciliation.exception",
+                        subject=f"reconciliation_exception:{row.id}",
+                        policy_version=self.policy.version,
+                        payload={
+                            "sku": m.sku,
+                            "location": m.location,
+                            "source": m.source,
+                            "as_of": m.as_of.isoformat(),
+                            "stream_on_hand": m.stream_on_hand,
+                            "source_on_hand": m.source_on_hand,
+                            "difference": m.difference,
+                        },
+                    )
+                    sources.append(m.source)
+        except IntegrityError:
+            raise Conflict(
+                "another reconciliation stored the same exceptions at the same time; run again"
+            ) from None
+        for source in sources:
+            self.metrics.reconciliation_exceptions.labels(source).inc()
+        return created, known
 
     # -- dead letters -----------------------------------------------------------------------
     def dead_letter(self, source: str, raw: str, reason: str) -> None:

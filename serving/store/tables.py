@@ -90,6 +90,9 @@ class Alert(Base):
     #: open | confirmed_phantom | false_alarm
     status: Mapped[str] = mapped_column(String(30), default="open")
     resolved_at: Mapped[datetime | None]
+    #: the feature snapshot the score was computed from (feature name → value, as of ``as_of``);
+    #: None when the score came without one
+    features: Mapped[dict[str, Any] | None]
 
 
 class Recommendation(Base):
@@ -164,7 +167,12 @@ class CountTask(Base):
 
 
 class CountLabel(Base):
-    """Outcome of a cycle count as a training label (1 = confirmed phantom, 0 = false alarm)."""
+    """Outcome of a cycle count as a training label.
+
+    ``phantom`` is the service's outcome: 1 = confirmed phantom (the count found less than the
+    record), 0 = false alarm. ``features`` and ``as_of`` are the alert's feature snapshot and its
+    time, i.e. what the model judged; :mod:`serving.labels` turns a row into a training row.
+    """
 
     __tablename__ = "count_labels"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -178,6 +186,8 @@ class CountLabel(Base):
     score: Mapped[float | None]
     model: Mapped[str | None] = mapped_column(String(100))
     counted_at: Mapped[datetime]
+    as_of: Mapped[datetime | None]
+    features: Mapped[dict[str, Any] | None]
 
 
 class AuditEntry(Base):
@@ -195,6 +205,33 @@ class AuditEntry(Base):
     payload: Mapped[dict[str, Any]]
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class ReconciliationException(Base):
+    """A stock figure the stream and an external system (ERP, WMS) disagree on beyond tolerance.
+
+    A database row (a business "exception"), not a Python exception. One row per
+    (sku, location, source, as_of): re-running a reconciliation for the same extract adds
+    nothing. ``difference`` = stream − source, with a missing figure counted as 0.
+    """
+
+    __tablename__ = "reconciliation_exceptions"
+    __table_args__ = (UniqueConstraint("sku", "location", "source", "as_of"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sku: Mapped[str] = mapped_column(String(100), index=True)
+    location: Mapped[str] = mapped_column(String(100), index=True)
+    source: Mapped[str] = mapped_column(String(20))  # erp | wms
+    as_of: Mapped[datetime]
+    stream_on_hand: Mapped[int | None]
+    source_on_hand: Mapped[int | None]
+    difference: Mapped[int]
+    #: {"absolute": units, "relative": fraction} in force when it was found
+    tolerance: Mapped[dict[str, Any]]
+    #: newest first: canonical events (``InventoryEvent.to_dict``) that touched the key by as_of
+    last_events: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default="open")
+    detected_at: Mapped[datetime]
+    detected_by: Mapped[str] = mapped_column(String(100))
 
 
 class Webhook(Base):
@@ -263,6 +300,7 @@ __all__ = [
     "IdempotentResponse",
     "Position",
     "Recommendation",
+    "ReconciliationException",
     "UTCDateTime",
     "User",
     "Webhook",

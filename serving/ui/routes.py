@@ -1,6 +1,7 @@
-"""UI routes under ``/ui``. Sign-in stores the API token in an HttpOnly, SameSite=Strict cookie
-(so other sites cannot post forms with it); every action goes through the same service calls
-and role checks as the API. Errors are shown on the page, never as a stack trace."""
+"""UI routes under ``/ui``. Sign-in stores the API token in an HttpOnly, SameSite=Strict cookie;
+every form carries a per-session CSRF token (:mod:`serving.ui.csrf`) that each POST must return
+(403 otherwise); every action goes through the same service calls and role checks as the API.
+Errors are shown on the page, never as a stack trace."""
 
 from __future__ import annotations
 
@@ -16,13 +17,22 @@ from sqlalchemy import select
 from serving.auth import COOKIE, Principal, Role, authenticate, authorize
 from serving.effects import current_atp
 from serving.errors import NotAuthenticated, ShelfguardError
-from serving.store.tables import Alert, Approval, CountTask, Recommendation
+from serving.store.tables import (
+    Alert,
+    Approval,
+    CountTask,
+    Recommendation,
+    ReconciliationException,
+)
+from serving.ui import csrf
 from serving.workflow import Decision, RecState
 
 if TYPE_CHECKING:
     from serving.api import Runtime
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+#: the form field ``csrf.FIELD``; empty when missing, which the check refuses
+CsrfField = Annotated[str, Form(max_length=200)]
 
 
 def ui_router(rt: Runtime) -> APIRouter:  # noqa: C901 - a flat list of routes
@@ -40,12 +50,45 @@ def ui_router(rt: Runtime) -> APIRouter:  # noqa: C901 - a flat list of routes
         kind = "error" if error else "msg"
         return RedirectResponse(f"/ui?{kind}={quote(message)}", status_code=303)
 
+    def session_id(request: Request) -> tuple[str, bool]:
+        """The browser session's id and whether it is new (then the response must set it)."""
+        current = request.cookies.get(csrf.SESSION_COOKIE)
+        return (current, False) if current else (csrf.new_session_id(), True)
+
+    def set_session(response: Response, sid: str) -> None:
+        response.set_cookie(csrf.SESSION_COOKIE, sid, httponly=True, samesite="strict")
+
+    def csrf_ok(request: Request, submitted: str, signed_in: bool = True) -> bool:
+        api_token = request.cookies.get(COOKIE) if signed_in else None
+        sid = request.cookies.get(csrf.SESSION_COOKIE)
+        return csrf.is_valid(sid, api_token, submitted, pepper)
+
+    def refused(request: Request) -> Response:
+        return TEMPLATES.TemplateResponse(
+            request,
+            "refused.html",
+            {"reason": "The form was not issued to this session (CSRF check failed)."},
+            status_code=403,
+        )
+
     @router.get("/login", response_class=HTMLResponse)
     def login_form(request: Request, error: str | None = None) -> Response:
-        return TEMPLATES.TemplateResponse(request, "login.html", {"error": error})
+        sid, new = session_id(request)
+        response = TEMPLATES.TemplateResponse(
+            request,
+            "login.html",
+            {"error": error, "csrf_token": csrf.token_for(sid, None, pepper)},
+        )
+        if new:
+            set_session(response, sid)
+        return response
 
     @router.post("/login")
-    def login(token: Annotated[str, Form(max_length=200)]) -> Response:
+    def login(
+        request: Request, token: Annotated[str, Form(max_length=200)], csrf_token: CsrfField = ""
+    ) -> Response:
+        if not csrf_ok(request, csrf_token, signed_in=False):
+            return refused(request)
         with rt.store.reader() as session:
             try:
                 authenticate(session, token.strip(), pepper)
@@ -53,12 +96,16 @@ def ui_router(rt: Runtime) -> APIRouter:  # noqa: C901 - a flat list of routes
                 return RedirectResponse("/ui/login?error=unknown+token", status_code=303)
         response = RedirectResponse("/ui", status_code=303)
         response.set_cookie(COOKIE, token.strip(), httponly=True, samesite="strict")
+        set_session(response, csrf.new_session_id())  # a fresh session at sign-in
         return response
 
     @router.post("/logout")
-    def logout() -> Response:
+    def logout(request: Request, csrf_token: CsrfField = "") -> Response:
+        if not csrf_ok(request, csrf_token):
+            return refused(request)
         response = RedirectResponse("/ui/login", status_code=303)
         response.delete_cookie(COOKIE)
+        response.delete_cookie(csrf.SESSION_COOKIE)
         return response
 
     @router.get("", response_class=HTMLResponse)
@@ -66,9 +113,11 @@ def ui_router(rt: Runtime) -> APIRouter:  # noqa: C901 - a flat list of routes
         user = who(request)
         if user is None:
             return RedirectResponse("/ui/login", status_code=303)
+        sid, new_session = session_id(request)
         now = rt.clock()
         sees_queue = user.role in (Role.APPROVER, Role.ADMIN)
         sees_ops = user.role in (Role.OPS, Role.ADMIN, Role.DATA_SCIENTIST)
+        sees_exceptions = user.role in (Role.OPS, Role.APPROVER, Role.ADMIN)
         with rt.store.reader() as session:
             alerts = list(session.scalars(select(Alert).order_by(Alert.id.desc()).limit(50)))
             tasks = list(
@@ -110,7 +159,17 @@ def ui_router(rt: Runtime) -> APIRouter:  # noqa: C901 - a flat list of routes
             recent_rows = [
                 {"rec": r, "atp": current_atp(session, r.sku, r.location, now)} for r in recent
             ]
-        return TEMPLATES.TemplateResponse(
+            exceptions = []
+            if sees_exceptions:
+                exceptions = list(
+                    session.scalars(
+                        select(ReconciliationException)
+                        .where(ReconciliationException.status == "open")
+                        .order_by(ReconciliationException.id.desc())
+                        .limit(100)
+                    )
+                )
+        response = TEMPLATES.TemplateResponse(
             request,
             "home.html",
             {
@@ -121,11 +180,17 @@ def ui_router(rt: Runtime) -> APIRouter:  # noqa: C901 - a flat list of routes
                 "recent": recent_rows,
                 "sees_queue": sees_queue,
                 "sees_ops": sees_ops,
+                "sees_exceptions": sees_exceptions,
+                "exceptions": exceptions,
                 "msg": msg,
                 "error": error,
                 "policy_version": rt.policy.version,
+                "csrf_token": csrf.token_for(sid, request.cookies.get(COOKIE), pepper),
             },
         )
+        if new_session:
+            set_session(response, sid)
+        return response
 
     @router.post("/recommendations/{rec_id}/decide")
     def decide(
@@ -134,10 +199,13 @@ def ui_router(rt: Runtime) -> APIRouter:  # noqa: C901 - a flat list of routes
         decision: Annotated[Decision, Form()],
         version: Annotated[int, Form(ge=1)],
         reason: Annotated[str, Form(max_length=2000)] = "",
+        csrf_token: CsrfField = "",
     ) -> Response:
         user = who(request)
         if user is None:
             return RedirectResponse("/ui/login", status_code=303)
+        if not csrf_ok(request, csrf_token):
+            return refused(request)
         try:
             authorize(user, frozenset({Role.APPROVER}))
             rec = rt.service.decide(rec_id, user.name, decision, reason or None, version)
@@ -147,11 +215,16 @@ def ui_router(rt: Runtime) -> APIRouter:  # noqa: C901 - a flat list of routes
 
     @router.post("/tasks/{task_id}/count")
     def count(
-        request: Request, task_id: int, counted_quantity: Annotated[int, Form(ge=0)]
+        request: Request,
+        task_id: int,
+        counted_quantity: Annotated[int, Form(ge=0)],
+        csrf_token: CsrfField = "",
     ) -> Response:
         user = who(request)
         if user is None:
             return RedirectResponse("/ui/login", status_code=303)
+        if not csrf_ok(request, csrf_token):
+            return refused(request)
         try:
             authorize(user, frozenset({Role.OPS}))
             result = rt.service.complete_count(task_id, user.name, counted_quantity, None)

@@ -219,3 +219,14 @@ def score_row(sku: str = "SKU-1", location: str = "S01", **kw: Any) -> dict[str,
     }
     row.update(kw)
     return row
+
+
+def csrf_token_of_page(client: TestClient, path: str = "/ui") -> str:
+    """The CSRF token the UI put into its forms for this client's session."""
+    import re
+
+    page = client.get(path)
+    assert page.status_code == 200, page.text
+    match = re.search(r'name="csrf_token" value="([0-9a-f]{64})"', page.text)
+    assert match, "no CSRF token in the page's forms"
+    return match.group(1)

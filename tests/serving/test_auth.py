@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from serving.auth import Role, hash_token
-from tests.serving.conftest import USERS, score_row
+from tests.serving.conftest import USERS, csrf_token_of_page, score_row
 
 # path -> (roles allowed besides admin, a valid body)
 STATE_CHANGING = {
@@ -94,7 +94,8 @@ def test_ui_actions_need_a_signed_in_user_with_the_right_role(svc) -> None:
     )
     assert r.status_code == 303 and r.headers["location"] == "/ui/login"
     svc.client.cookies.set("shelfguard_token", svc.tokens["olga"])
-    r = svc.client.post("/ui/recommendations/1/decide", data={"decision": "approve", "version": 1})
+    form = {"decision": "approve", "version": 1, "csrf_token": csrf_token_of_page(svc.client)}
+    r = svc.client.post("/ui/recommendations/1/decide", data=form)
     assert "may not do this" in r.text
     assert svc.get("/recommendations/1", "olga").json()["state"] == "pending"
     svc.client.cookies.clear()

@@ -1,7 +1,8 @@
 """The issue's scripted flow over HTTP, against SQLite and against a real PostgreSQL server,
 with effects published to the real Kafka broker: scores in → alert → recommendation → approved
 by a second user → ATP lowered and the update seen on Kafka → cycle count completed → label
-stored → `shelfguard audit verify` passes; tampering with one audit row makes it fail."""
+stored → `shelfguard audit verify` passes; the database refuses UPDATE/DELETE of audit rows, and
+tampering with one row behind the trigger's back makes `audit verify` fail."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
 
 from serving.publisher import KafkaPublisher
 from tests.serving.conftest import REPO, read_topic, score_row
@@ -113,7 +115,20 @@ def run_flow(svc, database_url: str, topics: dict[str, str] | None, bootstrap: s
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "intact" in ok.stdout
     engine = create_engine(database_url)
+    # the database refuses to change or delete audit rows (append-only trigger) ...
+    for statement in (
+        "UPDATE audit_log SET actor = 'mallory' WHERE seq = 3",
+        "DELETE FROM audit_log WHERE seq = 3",
+    ):
+        with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+            conn.execute(text(statement))
+    assert audit_verify(database_url).returncode == 0
+    # ... so tamper behind the trigger's back, as the table owner could; the chain still shows it
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only"))
+        else:
+            conn.execute(text("DROP TRIGGER audit_log_no_update"))
         conn.execute(text("UPDATE audit_log SET actor = 'mallory' WHERE seq = 3"))
     engine.dispose()
     bad = audit_verify(database_url)

@@ -1,5 +1,6 @@
 """The store: Alembic migrations produce exactly the SQLAlchemy tables, on SQLite and on a real
-PostgreSQL server; timestamps come back UTC-aware; migrating twice is a no-op."""
+PostgreSQL server; timestamps come back UTC-aware; migrating twice is a no-op; the audit log
+refuses UPDATE and DELETE at the database level."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
+from serving import audit
 from serving.store import Store
 from serving.store.tables import Base, DeadLetter
 
@@ -29,7 +33,23 @@ def check_store(url: str) -> None:
     assert back == local and back.tzinfo is not None and back.utcoffset() == timedelta(0)
     with pytest.raises(Exception, match="naive"), store.transaction() as session:
         session.add(DeadLetter(source="t", raw="x", reason="y", at=datetime(2026, 1, 1)))  # noqa: DTZ001
+    check_audit_is_append_only(store)
     store.dispose()
+
+
+def check_audit_is_append_only(store: Store) -> None:
+    """The migration's trigger: appends work, UPDATE and DELETE are refused by the database."""
+    with store.transaction() as session:
+        audit.append(session, at=datetime.now(UTC), actor="t", action="test", subject="s")
+        audit.append(session, at=datetime.now(UTC), actor="t", action="test", subject="s")
+    statements = ["UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log WHERE seq = 2"]
+    if store.engine.dialect.name == "postgresql":
+        statements.append("TRUNCATE audit_log")
+    for statement in statements:
+        with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as conn:
+            conn.execute(text(statement))
+    with store.reader() as session:
+        assert audit.verify(session).rows == 2 and audit.verify(session).ok
 
 
 def test_sqlite_store(tmp_path) -> None:
@@ -45,3 +65,25 @@ def test_utc_now_is_aware() -> None:
     from serving.api import utc_now
 
     assert utc_now().tzinfo is UTC
+
+
+def test_migrations_downgrade_and_upgrade_again(tmp_path) -> None:
+    """Every revision's downgrade works (SQLite): down to the initial schema, then up to head,
+    with the append-only triggers back in place."""
+    from alembic import command
+
+    from serving.store.db import alembic_config
+
+    store = Store(f"sqlite:///{tmp_path}/d.db")
+    store.migrate()
+    with store.engine.begin() as connection:
+        cfg = alembic_config(store.url)
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, "0001")
+    assert not store.at_head()
+    with store.engine.connect() as conn:
+        triggers = conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))
+        assert triggers.all() == []
+    store.migrate()
+    check_audit_is_append_only(store)
+    store.dispose()
