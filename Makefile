@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= data/demo
 
-.PHONY: install demo train test test-unit lint services-up services-down bench clean
+.PHONY: install demo demo-kafka demo-batch train test test-unit lint services-up services-down bench chaos clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -16,14 +16,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install shelfguard with everything it needs
 
-demo: install  ## simulate a retailer, run the feature flow, register + apply the models, check drift
+demo: install  ## the whole loop, live: simulate, register models, UI + API, score an accelerated replay (Ctrl-C stops)
+	$(BIN)/shelfguard demo
+
+demo-kafka: install  ## the same over the local Kafka broker (started here; `make services-down` stops it)
+	bash infra/kafka/kafka.sh start
+	$(BIN)/shelfguard demo --kafka
+
+demo-batch: install  ## the batch path: simulate, feature flow, register + apply the models, check drift
 	$(BIN)/shelfguard simulate --out $(DEMO_DIR) --seed 1 --stores 10 --skus 200 --days 30
 	$(BIN)/shelfguard features --events $(DEMO_DIR)/events.jsonl --out $(DEMO_DIR)/features.parquet --dlq $(DEMO_DIR)/dlq.jsonl
 	$(BIN)/shelfguard register-packaged
 	$(BIN)/shelfguard score --events $(DEMO_DIR)/events.jsonl --out $(DEMO_DIR)/scores.csv
 	$(BIN)/shelfguard drift --events $(DEMO_DIR)/events.jsonl --out $(DEMO_DIR)/drift
-	@echo "top phantom risks:"; head -6 $(DEMO_DIR)/scores.csv | cut -c1-220
-	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$$PWD/mlflow.db  (models: phantom-inventory, stockout-risk @champion)"
 
 train: install  ## retrain the packaged default models (seeded) and register them
 	$(BIN)/shelfguard train --package
@@ -51,8 +56,18 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy pipelines serving
 
-bench: install
-	$(BIN)/python -m bench.run_all
+bench: install  ## benchmarks; starts the broker and PostgreSQL they need, stops them after
+	$(MAKE) services-up
+	set -o pipefail; status=0; \
+	  $(BIN)/python -m bench.run_all || status=$$?; \
+	  $(MAKE) services-down; exit $$status
+
+chaos: install  ## fault tests (kills, restarts, floods); figures -> bench/results/chaos.json
+	$(MAKE) services-up
+	set -o pipefail; status=0; \
+	  SHELFGUARD_CHAOS_REPORT=bench/results/chaos.json $(BIN)/pytest -m chaos -rP -p no:cacheprovider || status=$$?; \
+	  $(MAKE) services-down; exit $$status
+	$(BIN)/python -m bench.chaos_report
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -246,5 +246,21 @@ def main() -> dict:
     return result
 
 
+def summary(result: dict) -> list[tuple[str, str]]:
+    """The figures of this benchmark for ``bench.run_all``'s final table."""
+    rows = []
+    for run in result["runs"]:
+        for kind, label in (("atp_reads", "ATP read"), ("decisions", "decision")):
+            for row in run[kind]:
+                rows.append(
+                    (
+                        f"API {label} at {row['rate_rps']} req/s ({run['backend']})",
+                        f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms "
+                        f"(achieved {row['achieved_rps']} req/s, {row['errors']} errors)",
+                    )
+                )
+    return rows
+
+
 if __name__ == "__main__":
     main()

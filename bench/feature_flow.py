@@ -472,3 +472,35 @@ def print_table(result: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+
+
+def summary(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """The figures of this benchmark for ``bench.run_all``'s final table."""
+    rates, ratio = result["events_per_s"], result["feature_vs_trivial"]
+    rows = [
+        (
+            "feature flow events/s (file, 1 worker)",
+            f"{rates['feature_file']:,} = {ratio['file']:.1%} of a trivial flow "
+            f"({rates['trivial_file']:,})",
+        )
+    ]
+    if "kafka" in ratio:
+        rows.append(
+            (
+                "feature flow events/s (Kafka, 1 worker)",
+                f"{rates['feature_kafka']:,} = {ratio['kafka']:.1%} of a trivial flow "
+                f"({rates['trivial_kafka']:,}); streaming to a topic "
+                f"{rates['stream_updates_kafka']:,}",
+            )
+        )
+    mem = result["memory"]
+    rows.append(
+        (
+            "memory per key",
+            f"{mem['keystate_beyond_int_bytes_per_key']:,} B (few events), "
+            f"{mem['keystate_steady_30d_beyond_int_bytes_per_key']:,} B (30 days of activity); "
+            f"snapshot {mem['pickled_snapshot_bytes_per_key']:,} / "
+            f"{mem['pickled_snapshot_steady_30d_bytes_per_key']:,} B",
+        )
+    )
+    return rows

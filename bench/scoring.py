@@ -76,5 +76,18 @@ def main() -> dict:
     return result
 
 
+def summary(result: dict) -> list[tuple[str, str]]:
+    """The figures of this benchmark for ``bench.run_all``'s final table."""
+    return [
+        (
+            "scoring rows/s (phantom model)",
+            f"{result['calibrated_batch_rows_per_s']:,} calibrated batch, "
+            f"{result['booster_batch_rows_per_s']:,} raw booster, "
+            f"{result['single_row_rows_per_s']:,} one row at a time, "
+            f"{result['explain_rows_per_s']:,} with explanations",
+        )
+    ]
+
+
 if __name__ == "__main__":
     main()

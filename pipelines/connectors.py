@@ -8,12 +8,15 @@ contracts: ``inventory.events`` (in), ``inventory.events.dlq`` (rejects), ``inve
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
 from bytewax.connectors.files import FileSink, FileSource
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from pipelines.events import Rejection
@@ -50,6 +53,74 @@ def update_message(update: Any) -> KafkaSinkMessage[bytes, bytes]:
 
 def file_source(path: Path, batch_size: int = 1000) -> FileSource:
     return FileSource(path, batch_size=batch_size)
+
+
+class _FollowPartition(StatefulSourcePartition[bytes, int]):
+    """Reads complete lines from a byte offset; polls for more at the end (never finishes)."""
+
+    def __init__(
+        self,
+        path: Path,
+        offset: int,
+        batch_size: int,
+        poll_s: float,
+        now: Callable[[], datetime],
+    ) -> None:
+        self._path = path
+        self._offset = offset
+        self._batch_size = batch_size
+        self._poll = timedelta(seconds=poll_s)
+        self._now = now
+        self._awake: datetime | None = None
+
+    def next_batch(self) -> list[bytes]:
+        lines: list[bytes] = []
+        if self._path.exists():
+            with self._path.open("rb") as fh:
+                fh.seek(self._offset)
+                while len(lines) < self._batch_size:
+                    line = fh.readline()
+                    if not line.endswith(b"\n"):  # end of file, or a line still being written
+                        break
+                    self._offset += len(line)
+                    lines.append(line.rstrip(b"\r\n"))
+        self._awake = None if lines else self._now() + self._poll
+        return lines
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> int:
+        return self._offset
+
+
+class FollowFileSource(FixedPartitionedSource[bytes, int]):
+    """A JSONL file that another process keeps appending to (``tail -f``), one partition.
+
+    Emits each complete line (without its line ending) once; a trailing line without ``\\n`` is
+    left until it is complete. At the end of the file it polls every ``poll_s`` seconds and
+    never finishes: stop the flow to stop it. Resume state is the byte offset after the last
+    emitted line. A missing file counts as empty until it appears.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        batch_size: int = 1000,
+        poll_s: float = 0.05,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.path = Path(path)
+        self.batch_size = batch_size
+        self.poll_s = poll_s
+        self.now = now
+
+    def list_parts(self) -> list[str]:
+        return [str(self.path)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _FollowPartition:
+        offset = 0 if resume_state is None else resume_state
+        return _FollowPartition(self.path, offset, self.batch_size, self.poll_s, self.now)
 
 
 def dlq_file_sink(path: Path) -> FileSink:

@@ -22,19 +22,23 @@ Contracts:
 - ``emit="final"`` sends each key's :class:`KeyState` once, at end of input (file, or a Kafka topic
   read to its end); :func:`pipelines.feature_job.run_features` turns them into one row per key
   as of the stream's end.
+- :func:`feature_streams` adds these steps to any dataflow, so other flows (streaming scoring in
+  ``serving.scoring_flow``) reuse them with their own sinks; :func:`build_flow` is that plus the
+  two sinks.
 The flow modules (this one, connectors, stream, feature_job) are the only ones in ``pipelines``
 that import bytewax.
 """
 
 from __future__ import annotations
 
+import math
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeGuard
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
@@ -53,13 +57,30 @@ DEFAULT_BATCH_SIZE = 1000
 Emit = Literal["updates", "final"]
 
 
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """The event that made a key emit: the last one, in arrival order, that changed its state
+    in the batch. Times are POSIX seconds (UTC); ``published_ts`` is None when the source did
+    not say when it published the event."""
+
+    event_id: str
+    occurred_ts: float
+    published_ts: float | None
+
+
 @dataclass(frozen=True)
 class FeatureUpdate:
-    """A keyed output record: the key's feature snapshot as of its newest event."""
+    """A keyed output record: the key's feature snapshot as of its newest event.
+
+    ``as_of_ts`` is that newest event's time (POSIX s, UTC). ``trigger`` is None when only a
+    transit settlement (a ``transfer_in`` seen at another key) changed the key.
+    """
 
     key: str
     duplicates: int
     snapshot: dict[str, Any]
+    as_of_ts: float = math.nan
+    trigger: Trigger | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,14 +128,15 @@ class LedgerLogic(StatefulBatchLogic[Any, Any, bytes]):
             first = values[0]
             state = self.state = KeyState(first.sku, first.location)
         changed = False
+        trigger: InventoryEvent | None = None
         for item in values:
             if isinstance(item, PendingSettlement):
                 self.held.append(item)
             elif state.apply(item) is not Outcome.DUPLICATE:
-                changed = True
+                changed, trigger = True, item
             if self.held:
                 changed |= self._release(state, force=False)
-        return self._emit(state, changed)
+        return self._emit(state, changed, trigger)
 
     def on_eof(self) -> tuple[list, bool]:
         if self.state is None:
@@ -144,12 +166,27 @@ class LedgerLogic(StatefulBatchLogic[Any, Any, bytes]):
         self.held = keep
         return changed
 
-    def _emit(self, state: KeyState, changed: bool) -> tuple[list, bool]:
+    def _emit(
+        self, state: KeyState, changed: bool, trigger: InventoryEvent | None = None
+    ) -> tuple[list, bool]:
         if self.emit == "final" or not changed:
             return [], self.RETAIN
-        snap = state.snapshot(state.last_event_ts)
-        update = FeatureUpdate(f"{state.sku}|{state.location}", state.duplicates, snap)
+        as_of = state.last_event_ts
+        update = FeatureUpdate(
+            f"{state.sku}|{state.location}",
+            state.duplicates,
+            state.snapshot(as_of),
+            as_of,
+            _trigger(trigger),
+        )
         return [update], self.RETAIN
+
+
+def _trigger(event: InventoryEvent | None) -> Trigger | None:
+    if event is None:
+        return None
+    published = event.published_at.timestamp() if event.published_at is not None else None
+    return Trigger(event.event_id, event.occurred_ts, published)
 
 
 class MatcherLogic(StatefulBatchLogic[InventoryEvent, PendingSettlement, bytes]):
@@ -190,6 +227,43 @@ def _payload(item: Any) -> bytes | str:
     return b"" if value is None else value
 
 
+@dataclass(frozen=True)
+class FeatureStreams:
+    """The two streams the feature steps produce inside a dataflow.
+
+    ``outputs``: :class:`FeatureUpdate` records (``emit="updates"``) or pickled final
+    :class:`KeyState` blobs (``emit="final"``). ``rejects``: :class:`Rejection` records.
+    """
+
+    outputs: Stream[Any]
+    rejects: Stream[Any]  # Rejection records
+
+
+def feature_streams(
+    flow: Dataflow, source: Source[Any], *, emit: Emit = "updates"
+) -> FeatureStreams:
+    """Add the feature steps (source → parse → transfers → ledger) to ``flow``.
+
+    Step ids are part of the recovery contract: a flow built with them resumes from snapshots
+    written by :func:`build_flow`. Other flows (e.g. streaming scoring) compose these streams
+    with their own steps and sinks.
+    """
+    raw = op.input("events", flow, source)
+    raw = op.filter("skip_blank", raw, lambda item: bool(_payload(item).strip()))
+    parsed = op.map("parse", raw, lambda item: parse_event(_payload(item)))
+    valid = op.branch("valid", parsed, _is_event)
+    events = valid.trues
+    transfers = op.filter("transfers", events, is_transfer)
+    by_ref = op.key_on("by_reference", transfers, lambda e: f"{e.sku}|{e.reference}")
+    settled = op.stateful_batch("match_transfers", by_ref, lambda resume: MatcherLogic(resume))
+    settlements = op.key_rm("settlements", settled)
+
+    merged: Any = op.merge("ledger_input", events, settlements)
+    keyed = op.key_on("by_key", merged, lambda x: x.key)
+    outputs = op.stateful_batch("ledger", keyed, lambda resume: LedgerLogic(resume, emit))
+    return FeatureStreams(op.key_rm("outputs", outputs), valid.falses)
+
+
 def build_flow(
     source: Source[Any],
     dlq_sink: Sink[Any],
@@ -202,25 +276,12 @@ def build_flow(
 ) -> Dataflow:
     """Wire the feature dataflow between a source and two sinks (see module docstring)."""
     flow = Dataflow(flow_id)
-    raw = op.input("events", flow, source)
-    raw = op.filter("skip_blank", raw, lambda item: bool(_payload(item).strip()))
-    parsed = op.map("parse", raw, lambda item: parse_event(_payload(item)))
-    valid = op.branch("valid", parsed, _is_event)
-    rejects: Any = valid.falses
+    streams = feature_streams(flow, source, emit=emit)
+    rejects: Any = streams.rejects
     if dlq_format is not None:
         rejects = op.map("dlq_format", rejects, dlq_format)
     op.output("dead_letter", rejects, dlq_sink)
-
-    events = valid.trues
-    transfers = op.filter("transfers", events, is_transfer)
-    by_ref = op.key_on("by_reference", transfers, lambda e: f"{e.sku}|{e.reference}")
-    settled = op.stateful_batch("match_transfers", by_ref, lambda resume: MatcherLogic(resume))
-    settlements = op.key_rm("settlements", settled)
-
-    merged: Any = op.merge("ledger_input", events, settlements)
-    keyed = op.key_on("by_key", merged, lambda x: x.key)
-    outputs = op.stateful_batch("ledger", keyed, lambda resume: LedgerLogic(resume, emit))
-    out = op.key_rm("outputs", outputs)
+    out: Any = streams.outputs
     if out_format is not None:
         out = op.map("out_format", out, out_format)
     op.output("features_out", out, out_sink)

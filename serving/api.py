@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from serving import audit, labels
 from serving.auth import COOKIE, Principal, Role, authenticate, authorize, create_user
@@ -63,6 +64,19 @@ from serving.webhooks import HttpxSender, WebhookSender, deliver_due
 
 Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+def database_unavailable() -> JSONResponse:
+    """503 for a database that does not answer: nothing was changed, the client may retry."""
+    return JSONResponse(
+        {
+            "error": "database_unavailable",
+            "detail": "the database is not reachable right now; nothing was changed, "
+            "retry in a few seconds (with the same Idempotency-Key for a POST)",
+        },
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
 
 
 def utc_now() -> datetime:
@@ -147,6 +161,10 @@ def create_app(
     @app.exception_handler(ShelfguardError)
     async def _shelfguard_error(_request: Request, exc: ShelfguardError) -> JSONResponse:
         return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(_request: Request, _exc: OperationalError) -> JSONResponse:
+        return database_unavailable()
 
     _api_routes(app, runtime)
     from serving.ui.routes import ui_router

@@ -727,6 +727,9 @@ def score_stream(
             "./mlflow.db if present, else the packaged models without reload)"
         ),
     ] = None,
+    packaged: Annotated[
+        bool, typer.Option("--packaged", help="Score with the packaged models (no registry)")
+    ] = False,
     poll_seconds: Annotated[
         float, typer.Option(help="Seconds between checks of the champion alias")
     ] = 30.0,
@@ -748,6 +751,7 @@ def score_stream(
     """Score changed feature snapshots with the champion models, live (Kafka or a file)."""
     from datetime import timedelta
 
+    from bytewax.errors import BytewaxRuntimeError
     from bytewax.recovery import RecoveryConfig
     from bytewax.run import cli_main
 
@@ -762,6 +766,7 @@ def score_stream(
         explain_above = load_policy(_service_settings(None).policy_path).alerts.min_score
     common: dict = {
         "tracking_uri": tracking_uri,
+        "use_registry": not packaged,
         "registry_poll_s": poll_seconds,
         "explain_above": explain_above,
         "batch_size": batch_size,
@@ -808,6 +813,9 @@ def score_stream(
         )
     except KeyboardInterrupt:
         pass
+    except BytewaxRuntimeError as exc:  # Ctrl-C inside the runtime arrives wrapped
+        if not isinstance(exc.__cause__, KeyboardInterrupt):
+            raise
     console.print(
         f"score-stream stopped: {scorer.rows_scored} rows scored, {scorer.rows_explained} "
         f"explanations, {scorer.watcher.swaps} champion swaps",

@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
@@ -50,7 +50,12 @@ class IdempotencyMiddleware(BaseHTTPMiddleware):
         fingerprint = hashlib.sha256(
             request.method.encode() + b" " + request.url.path.encode() + b"\n" + body
         ).hexdigest()
-        stored = await run_in_threadpool(self._lookup, scope, key)
+        try:
+            stored = await run_in_threadpool(self._lookup, scope, key)
+        except OperationalError:
+            from serving.api import database_unavailable
+
+            return database_unavailable()
         if stored is not None:
             if stored.request_hash != fingerprint:
                 return JSONResponse(
@@ -105,3 +110,5 @@ class IdempotencyMiddleware(BaseHTTPMiddleware):
                 )
         except IntegrityError:
             pass  # a concurrent request with the same key stored its response first
+        except OperationalError:
+            pass  # the database went away after the request's own commit: answer it unstored

@@ -109,7 +109,7 @@ def consume_kafka(
     last_seen = time.monotonic()
     try:
         while max_messages is None or result.read < max_messages:
-            messages = consumer.consume(500, 0.5)
+            messages = consumer.consume(500, 0.05)
             good: list[ScoreIn] = []
             for msg in messages:
                 if msg.error() is not None:

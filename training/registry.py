@@ -190,3 +190,33 @@ def register_packaged(tracking_uri: str | None = None) -> dict[str, str]:
         client.set_model_version_tag(name, version, "gate.verdict", "packaged default (seeded)")
         champions[name] = version
     return champions
+
+
+class RegistryChampions:
+    """The ``champion`` alias of the registry at ``tracking_uri``, for the streaming scorer's
+    hot reload (:class:`models.stream_scoring.ChampionRegistry`).
+
+    A missing model or alias is "no champion" (None); any other error (server unreachable)
+    is raised, so the caller keeps its models and retries.
+    """
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri, tracking_uri)
+
+    def champion_version(self, name: str) -> str | None:
+        try:
+            return str(self.client.get_model_version_by_alias(name, CHAMPION).version)
+        except MlflowException as exc:
+            missing_model = exc.error_code == "RESOURCE_DOES_NOT_EXIST"
+            missing_alias = exc.error_code == "INVALID_PARAMETER_VALUE" and "alias" in str(exc)
+            if missing_model or missing_alias:
+                return None
+            raise
+
+    def load_version(self, name: str, version: str) -> RiskModel:
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        model = load_registered(f"models:/{name}/{version}")
+        model.version = f"v{version} ({CHAMPION})"
+        return model

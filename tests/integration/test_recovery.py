@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.events import Rejection, parse_event
+from tests.chaos.figures import report
 from tests.integration.conftest import (
     POSITIONS,
     latest_by_key,
@@ -29,7 +30,7 @@ from tests.integration.conftest import (
     wait_until,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 CHUNK = 2_000  # lines per publish while the stream runs (~8k lines/s with the pause below)
 PAUSE_S = 0.2
@@ -94,6 +95,7 @@ def world(tmp_path_factory):
 
 
 def test_sigkill_and_restart_resumes_exactly(kafka, world, processes, tmp_path):
+    started = time.monotonic()
     events, dlq, features = (
         kafka.new_topic("events"),
         kafka.new_topic("dlq", partitions=2),
@@ -155,6 +157,7 @@ def test_sigkill_and_restart_resumes_exactly(kafka, world, processes, tmp_path):
     # The rest arrives while the stream is down; the restart must catch up and end exact.
     kafka.produce(events, lines[sent:])
     kafka.produce(events, sentinels)
+    restarted_at = time.monotonic()
     second = processes.shelfguard("stream-restarted", *argv)
 
     def caught_up():
@@ -167,29 +170,52 @@ def test_sigkill_and_restart_resumes_exactly(kafka, world, processes, tmp_path):
         what="the restarted stream to catch up",
         explain=lambda: snapshot_diff(latest_by_key(out.records), expected),
     )
+    caught_up_s = time.monotonic() - restarted_at
     assert second.alive, second.tail()
 
     final = latest_by_key(out.records)
-    # Positions AND features, tight tolerance; duplicates counted once per re-sent line.
-    assert snapshot_diff(final, expected, rel=1e-12, abs_=1e-9) == []
-    assert truth_diff(final, world.last_truth()) == []
-    assert sum(s["duplicates"] for s in final.values()) == reference.duplicates
-    assert set(POSITIONS) <= set(next(iter(final.values())))
-
+    located = kafka.read_all(events)
     # The restart re-read only what followed the committed offsets: its dead letters are the
     # malformed messages at or after them, each exactly once.
-    located = kafka.read_all(events)
     replayed = Counter(
         r.value.decode("utf-8", errors="replace")
         for r in located
         if r.offset >= resume_at.get(r.partition, 0) and isinstance(parse_event(r.value), Rejection)
     )
     before_kill = Counter(r.json()["raw"] for r in dead.records)
-    assert Counter(r.json()["raw"] for r in dead.read_to_end()) == replayed
+    after_restart = Counter(r.json()["raw"] for r in dead.read_to_end())
+    diff = snapshot_diff(final, expected, rel=1e-12, abs_=1e-9)
+    truth = truth_diff(final, world.last_truth())
+    duplicates = sum(s["duplicates"] for s in final.values())
+    report(
+        "sigkill_dataflow",
+        "SIGKILL `shelfguard stream --recovery-dir` mid-stream, restart on the same directory",
+        {
+            "lines published": len(lines),
+            "lines published when killed / committed offset": f"{sent} / {sum(resume_at.values())}",
+            "lines processed twice (replayed from the snapshot)": sent - sum(resume_at.values()),
+            "keys: expected / got / differing": f"{len(expected)} / {len(final)} / {len(diff)}",
+            "keys whose positions differ from the simulator's truth": len(truth),
+            "duplicates counted: expected / got": f"{reference.duplicates} / {duplicates}",
+            "malformed lines / re-dead-lettered by the restart / expected": " / ".join(
+                map(str, (world.malformed_count, after_restart.total(), replayed.total()))
+            ),
+            "dead letters written twice (killed run + replay: at-least-once)": (
+                before_kill & replayed
+            ).total(),
+            "restart to caught up s": round(caught_up_s, 1),
+            "test wall time s": round(time.monotonic() - started, 1),
+        },
+    )
+    # Positions AND features, tight tolerance; duplicates counted once per re-sent line.
+    assert diff == [] and truth == []
+    assert duplicates == reference.duplicates
+    assert set(POSITIONS) <= set(next(iter(final.values())))
     print(
         f"re-dead-lettered {sum(replayed.values())} of {world.malformed_count} malformed, "
         f"{sum((before_kill & replayed).values())} of them already by the killed run"
     )
+    assert after_restart == replayed
     assert 0 < sum(replayed.values()) < world.malformed_count
     out.close()
     dead.close()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 
 import pytest
 
 from pipelines.events import Rejection, RejectReason, parse_event
 from pipelines.features import FEATURE_NAMES
+from tests.chaos.figures import report
 from tests.integration.conftest import (
     POSITIONS,
     latest_by_key,
@@ -19,7 +21,7 @@ from tests.integration.conftest import (
     wait_until,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 FLOOD = 2_000
 # the duplicates count is only re-emitted with a key's next applied event: compare features
@@ -56,6 +58,7 @@ def malformed_flood(n: int) -> list[bytes]:
 
 
 def test_stream_dead_letters_a_flood_and_ignores_a_duplicate_storm(kafka, small_world, processes):
+    started = time.monotonic()
     events, dlq, features = (
         kafka.new_topic("events"),
         kafka.new_topic("dlq", partitions=2),
@@ -75,6 +78,7 @@ def test_stream_dead_letters_a_flood_and_ignores_a_duplicate_storm(kafka, small_
     assert all(isinstance(parse_event(p), Rejection) for p in flood)
 
     kafka.produce(events, first)
+    flood_at = time.monotonic()
     kafka.produce(events, flood)
     kafka.produce(events, later)
 
@@ -98,11 +102,30 @@ def test_stream_dead_letters_a_flood_and_ignores_a_duplicate_storm(kafka, small_
             snapshot_diff(latest_by_key(out.records), expected, FEATURES),
         ),
     )
+    flood_s = time.monotonic() - flood_at
     assert stream.alive, stream.tail()
 
     # Exactly the flood is dead-lettered, each record with its reason and the raw payload.
     dlq_reader.read_to_end()
     records = [r.json() for r in dlq_reader.records]
+    got = latest_by_key(out.records)
+    report(
+        "malformed_flood",
+        f"{FLOOD} malformed messages (10 kinds of defect) amid valid events",
+        {
+            "valid lines before / flood / valid lines after": f"{len(first)} / {FLOOD} / "
+            f"{len(later)}",
+            "dead-lettered: expected / got": f"{FLOOD} / {len(records)}",
+            "dead letters by reason": dict(Counter(r["reason"] for r in records)),
+            "valid events dead-lettered": sum(
+                not isinstance(parse_event(r["raw"].encode()), Rejection) for r in records
+            ),
+            "keys: expected / got / differing": f"{len(expected)} / {len(got)} / "
+            f"{len(snapshot_diff(got, expected, FEATURES))}",
+            "stream process": "alive, never restarted" if stream.alive else "DIED",
+            "flood published to all processed s": round(flood_s, 1),
+        },
+    )
     assert len(records) == FLOOD
     assert Counter((r["raw"], r["reason"]) for r in records) == Counter(
         (p.decode(), parse_event(p).reason.value) for p in flood
@@ -124,6 +147,7 @@ def test_stream_dead_letters_a_flood_and_ignores_a_duplicate_storm(kafka, small_
     settled = latest_by_key(out.records)
     storm = valid * 3
     sentinels = no_op_sentinels(reference)
+    storm_at = time.monotonic()
     kafka.produce(events, storm)
     kafka.produce(events, sentinels)
     after = reference_replay(valid + storm + sentinels)
@@ -140,13 +164,33 @@ def test_stream_dead_letters_a_flood_and_ignores_a_duplicate_storm(kafka, small_
         what="the duplicate storm and the sentinels",
         explain=lambda: snapshot_diff(latest_by_key(out.records), expected_after),
     )
+    storm_s = time.monotonic() - storm_at
     assert stream.alive, stream.tail()
     final = latest_by_key(out.records)
+    per_key = Counter(parse_event(line).key for line in valid)
+    dlq_reader.read_to_end()
+    report(
+        "duplicate_storm",
+        "every valid event re-sent 3 more times (byte-identical copies)",
+        {
+            "valid events / re-sent copies": f"{len(valid)} / {len(storm)}",
+            "keys whose positions or features moved": len(snapshot_diff(final, settled, FEATURES)),
+            "keys whose duplicate count is not exact": sum(
+                final[k]["duplicates"] != reference.states[k].duplicates + 3 * n
+                for k, n in per_key.items()
+            ),
+            "duplicates counted: expected / got": f"{after.duplicates} / "
+            f"{sum(s['duplicates'] for s in final.values())}",
+            "dead letters added by the storm": len(dlq_reader.records) - FLOOD,
+            "stream process": "alive, never restarted" if stream.alive else "DIED",
+            "storm published to all processed s": round(storm_s, 1),
+            "test wall time (flood + storm) s": round(time.monotonic() - started, 1),
+        },
+    )
     # Nothing moved: positions and every feature are what they were before the storm ...
     assert snapshot_diff(final, settled, FEATURES) == []
     assert snapshot_diff(final, expected, POSITIONS) == []
     # ... and each key counted exactly three re-sent copies of each of its valid lines.
-    per_key = Counter(parse_event(line).key for line in valid)
     for key, n in per_key.items():
         assert final[key]["duplicates"] == reference.states[key].duplicates + 3 * n, key
     dlq_reader.read_to_end()

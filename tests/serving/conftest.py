@@ -230,3 +230,29 @@ def csrf_token_of_page(client: TestClient, path: str = "/ui") -> str:
     match = re.search(r'name="csrf_token" value="([0-9a-f]{64})"', page.text)
     assert match, "no CSRF token in the page's forms"
     return match.group(1)
+
+
+# ------------------------------------------------------- issue 6: streaming scoring and the demo
+
+
+@pytest.fixture(scope="session")
+def packaged_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local MLflow registry (``mlflow.db`` + ``mlruns/``) with the packaged models as
+    ``champion`` v1, made once per session. Copy the ``mlflow.db`` it returns before moving
+    aliases: the copy shares the artifacts, not the aliases."""
+    import os
+
+    import mlflow
+
+    from training.registry import register_packaged
+
+    root = tmp_path_factory.mktemp("registry")
+    previous_uri, previous_cwd = mlflow.get_tracking_uri(), os.getcwd()
+    os.chdir(root)  # artifacts go to <cwd>/mlruns
+    try:
+        register_packaged(f"sqlite:///{root / 'mlflow.db'}")
+    finally:
+        os.chdir(previous_cwd)
+        mlflow.set_tracking_uri(previous_uri)
+        mlflow.set_registry_uri(previous_uri)
+    return root / "mlflow.db"

@@ -3,9 +3,9 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
+from tests.training.conftest import TINY_TRAIN
 from training.dataset import attach_labels, build_world_dataset, snapshot_features
 from training.worlds import simulate_world
-from tests.training.conftest import TINY_TRAIN
 
 
 def line(eid, etype, q, occurred, published, sku="A", loc="S1"):

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.training.conftest import TINY_HOLDOUT, TINY_TRAIN
 from training import registry
 from training.train import train
-from tests.training.conftest import TINY_HOLDOUT, TINY_TRAIN
 
 
 @pytest.fixture(scope="module")
