@@ -307,15 +307,11 @@ def score(
     from models.scoring import SCORE_COLUMNS, score_features
     from pipelines.replay import replay_file
     from serving.labels import with_feature_columns
-    from training.train import load_model
+    from training.train import load_models
 
     if not events.exists():
         raise typer.BadParameter(f"{events} does not exist", param_hint="--events")
-    phantom = load_model(model_uri, "phantom-inventory")
-    stockout_uri = None
-    if model_uri and "phantom-inventory" in model_uri:
-        stockout_uri = model_uri.replace("phantom-inventory", "stockout-risk")
-    stockout = load_model(stockout_uri, "stockout-risk")
+    phantom, stockout = load_models(model_uri)
     replay = replay_file(events)
     rejected = len(replay.rejections)
     features = replay.feature_table()
@@ -358,11 +354,9 @@ def drift(
 ) -> None:
     """Feature and prediction drift of a recent window against the training reference."""
     from training.drift import drift_report
-    from training.train import load_model
+    from training.train import load_models
 
-    phantom = load_model(model_uri, "phantom-inventory")
-    stockout_uri = model_uri.replace("phantom-inventory", "stockout-risk") if model_uri else None
-    stockout = load_model(stockout_uri, "stockout-risk")
+    phantom, stockout = load_models(model_uri)
     result = drift_report(events, phantom, stockout, out, days)
     if tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or Path("mlflow.db").exists():
         import mlflow

@@ -218,3 +218,12 @@ def load_model(uri: str | None, name: str) -> RiskModel:
         except Exception as exc:  # noqa: BLE001 - an unreachable registry falls back to packaged
             warnings.warn(f"registry unavailable ({exc}); using the packaged model", stacklevel=2)
     return load_packaged(name)
+
+
+def load_models(phantom_uri: str | None) -> tuple[RiskModel, RiskModel]:
+    """Both models: the phantom one from ``phantom_uri`` (see :func:`load_model`) and the
+    stockout one from the same registry reference with the name swapped, else its default."""
+    stockout_uri = None
+    if phantom_uri and "phantom-inventory" in phantom_uri:
+        stockout_uri = phantom_uri.replace("phantom-inventory", "stockout-risk")
+    return load_model(phantom_uri, "phantom-inventory"), load_model(stockout_uri, "stockout-risk")
