@@ -376,6 +376,23 @@ def wait_until(
         time.sleep(interval)
 
 
+def wait_for_snapshots(
+    reader: TopicReader, expected: dict[str, dict[str, Any]], timeout: float, what: str
+) -> None:
+    """Read ``reader`` until the newest snapshot per key equals ``expected``."""
+
+    def matches() -> bool:
+        reader.read_to_end()
+        return not snapshot_diff(latest_by_key(reader.records), expected)
+
+    wait_until(
+        matches,
+        timeout=timeout,
+        what=what,
+        explain=lambda: snapshot_diff(latest_by_key(reader.records), expected),
+    )
+
+
 @dataclass
 class Proc:
     name: str

@@ -27,7 +27,7 @@ from tests.integration.conftest import (
     reference_snapshots,
     snapshot_diff,
     truth_diff,
-    wait_until,
+    wait_for_snapshots,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -160,16 +160,7 @@ def test_sigkill_and_restart_resumes_exactly(kafka, world, processes, tmp_path):
     restarted_at = time.monotonic()
     second = processes.shelfguard("stream-restarted", *argv)
 
-    def caught_up():
-        out.read_to_end()
-        return not snapshot_diff(latest_by_key(out.records), expected)
-
-    wait_until(
-        caught_up,
-        timeout=120,
-        what="the restarted stream to catch up",
-        explain=lambda: snapshot_diff(latest_by_key(out.records), expected),
-    )
+    wait_for_snapshots(out, expected, timeout=120, what="the restarted stream to catch up")
     caught_up_s = time.monotonic() - restarted_at
     assert second.alive, second.tail()
 

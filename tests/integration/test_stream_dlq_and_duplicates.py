@@ -18,6 +18,7 @@ from tests.integration.conftest import (
     reference_replay,
     reference_snapshots,
     snapshot_diff,
+    wait_for_snapshots,
     wait_until,
 )
 
@@ -154,15 +155,8 @@ def test_stream_dead_letters_a_flood_and_ignores_a_duplicate_storm(kafka, small_
     expected_after = reference_snapshots(after)
     assert after.duplicates == reference.duplicates + len(storm)
 
-    def storm_seen():
-        out.read_to_end()
-        return not snapshot_diff(latest_by_key(out.records), expected_after)
-
-    wait_until(
-        storm_seen,
-        timeout=90,
-        what="the duplicate storm and the sentinels",
-        explain=lambda: snapshot_diff(latest_by_key(out.records), expected_after),
+    wait_for_snapshots(
+        out, expected_after, timeout=90, what="the duplicate storm and the sentinels"
     )
     storm_s = time.monotonic() - storm_at
     assert stream.alive, stream.tail()
