@@ -13,6 +13,11 @@ class ServiceMetrics:
         self.alerts = Counter(
             "shelfguard_alerts_total", "Alerts raised", ["kind", "severity"], registry=self.registry
         )
+        self.scores_ingested = Counter(
+            "shelfguard_scores_ingested_total",
+            "Scores ingested (positions updated; alerts raised for those above the floor)",
+            registry=self.registry,
+        )
         self.alerts_suppressed = Counter(
             "shelfguard_alerts_suppressed_total",
             "Scores that would alert again within the cooldown",

@@ -37,6 +37,7 @@ from serving.reconcile import Mismatch, Tolerance
 from serving.schemas import ScoreIn
 from serving.settings import ServiceSettings
 from serving.store.db import Store
+from serving.store.positions import upsert_positions
 from serving.store.tables import (
     Alert,
     Approval,
@@ -98,8 +99,16 @@ class ActionService:
         now = self.clock()
         result = IngestResult([], 0, [])
         with self.store.transaction() as session:
+            upsert_positions(
+                session,
+                (
+                    (s.sku, s.location, s.on_hand, s.reserved, s.as_of, s.unit_value)
+                    for s in scores
+                ),
+                self.policy.default_unit_value,
+                now,
+            )
             for score in scores:
-                self._upsert_position(session, score, now)
                 for kind in ("phantom", "stockout"):
                     alert = self._raise_alert(session, score, kind, now)
                     if alert is None:
@@ -109,29 +118,8 @@ class ActionService:
                         continue
                     result.alerts.append(alert.id)
                     result.recommendations += self._recommend(session, alert, actor, now)
+        self.metrics.scores_ingested.inc(len(scores))
         return result
-
-    def _upsert_position(self, session: Session, score: ScoreIn, now: datetime) -> Position:
-        position = session.get(Position, (score.sku, score.location))
-        if position is None:
-            position = Position(
-                sku=score.sku,
-                location=score.location,
-                safety_stock=0,
-                unit_value=score.unit_value or self.policy.default_unit_value,
-                as_of=score.as_of,
-                on_hand=score.on_hand,
-                reserved=score.reserved,
-                updated_at=now,
-            )
-            session.add(position)
-        elif score.as_of >= position.as_of:
-            position.on_hand, position.reserved = score.on_hand, score.reserved
-            position.as_of, position.updated_at = score.as_of, now
-            if score.unit_value:
-                position.unit_value = score.unit_value
-        session.flush()
-        return position
 
     def _raise_alert(self, session: Session, score: ScoreIn, kind: str, now: datetime):  # noqa: ANN202
         """A new Alert, False when suppressed by the cooldown, None when below the floor."""

@@ -5,6 +5,8 @@ picked up while the flow runs."""
 
 from __future__ import annotations
 
+import json
+
 import queue
 import shutil
 import threading
@@ -24,7 +26,7 @@ from models.scorer import Calibration, load_packaged
 from models.stream_scoring import PHANTOM, ChampionWatcher, StreamScorer
 from pipelines.replay import iter_lines, replay_file
 from pipelines.simulator import simulate
-from serving.score_feed import parse_score
+from serving.score_feed import parse_score, parse_score_message
 from serving.scoring_flow import ScoringSettings, build_scoring_flow, make_scorer
 from training import registry
 
@@ -89,6 +91,7 @@ def test_scores_per_key_match_the_models_on_the_replay_and_are_service_input(wor
     for _key, msg in scores:
         parsed = parse_score(msg)
         assert not isinstance(parsed, str), parsed  # what `alerts consume` accepts
+        assert parse_score_message(json.dumps(msg).encode()) == parsed  # its fast path agrees
         assert parsed.features is not None
         assert datetime.fromisoformat(msg["occurred_at"]) <= parsed.as_of
         if max(msg["phantom_score"], msg["stockout_score"]) >= 0.5:

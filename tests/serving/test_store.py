@@ -87,3 +87,53 @@ def test_migrations_downgrade_and_upgrade_again(tmp_path) -> None:
     store.migrate()
     check_audit_is_append_only(store)
     store.dispose()
+
+
+def check_position_upserts(url: str) -> None:
+    """One statement per batch: newest row per key wins, older rows never roll a position
+    back, a new key gets the default unit value, a row without one keeps the stored value."""
+    from serving.store.positions import upsert_positions
+    from serving.store.tables import Position
+
+    store = Store(url)
+    store.migrate()
+    t0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    now = t0 + timedelta(hours=1)
+    later = t0 + timedelta(minutes=5)
+    with store.transaction() as session:
+        written = upsert_positions(
+            session,
+            [
+                ("A", "S1", 5, 0, t0, None),
+                ("A", "S1", 3, 1, later, None),  # same key, newer: wins within the batch
+                ("B", "S1", 7, 2, t0, 12.5),
+            ],
+            default_unit_value=4.0,
+            now=now,
+        )
+    assert written == 2
+    with store.transaction() as session:
+        upsert_positions(
+            session,
+            [
+                ("A", "S1", 99, 0, t0, 50.0),  # older than stored: ignored entirely
+                ("B", "S1", 6, 0, later, None),  # newer, no unit value: keeps 12.5
+            ],
+            default_unit_value=4.0,
+            now=now,
+        )
+    with store.reader() as session:
+        rows = {(p.sku, p.location): p for p in session.query(Position).all()}
+    a, b = rows[("A", "S1")], rows[("B", "S1")]
+    assert (a.on_hand, a.reserved, a.unit_value, a.as_of) == (3, 1, 4.0, later)
+    assert (b.on_hand, b.reserved, b.unit_value, b.as_of) == (6, 0, 12.5, later)
+    store.dispose()
+
+
+def test_position_upserts_sqlite(tmp_path) -> None:
+    check_position_upserts(f"sqlite:///{tmp_path}/p.db")
+
+
+@pytest.mark.integration
+def test_position_upserts_postgres(postgres_url) -> None:
+    check_position_upserts(postgres_url)
