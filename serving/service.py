@@ -101,10 +101,7 @@ class ActionService:
         with self.store.transaction() as session:
             upsert_positions(
                 session,
-                (
-                    (s.sku, s.location, s.on_hand, s.reserved, s.as_of, s.unit_value)
-                    for s in scores
-                ),
+                ((s.sku, s.location, s.on_hand, s.reserved, s.as_of, s.unit_value) for s in scores),
                 self.policy.default_unit_value,
                 now,
             )

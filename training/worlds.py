@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from training.dataset import build_world_dataset
@@ -29,7 +30,7 @@ class WorldConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
-TRAIN_WORLDS: tuple[WorldConfig, ...] = (
+HANDMADE_WORLDS: tuple[WorldConfig, ...] = (
     WorldConfig("train-base", 101, 8, 150, 56),
     WorldConfig(
         "train-shrink", 102, 8, 150, 56, overrides={"shrink_base": 0.02, "count_share": 0.02}
@@ -48,6 +49,61 @@ TRAIN_WORLDS: tuple[WorldConfig, ...] = (
     ),
     WorldConfig("train-dupes", 105, 6, 150, 56, "duplicate_storm", {"count_share": 0.01}),
 )
+
+#: Ranges the sampled training worlds draw from: broad, plausible retail ranges around the
+#: simulator's defaults (``(lo, hi)``; ``log`` = log-uniform). They were chosen from the mechanisms,
+#: not from the held-out worlds, which they happen to contain only because both are plausible.
+SAMPLED_RANGES: dict[str, tuple[float, float, str]] = {
+    "demand_median": (0.25, 1.6, "log"),
+    "shrink_base": (0.004, 0.035, "log"),
+    "shrink_per_demand": (0.005, 0.045, "lin"),
+    "misplace_rate": (0.001, 0.012, "log"),
+    "found_rate": (0.02, 0.15, "log"),
+    "receiving_error_rate": (0.01, 0.12, "log"),
+    "opening_error_share": (0.02, 0.12, "lin"),
+    "count_share": (0.006, 0.035, "log"),
+    "recorded_theft_rate": (0.003, 0.03, "log"),
+    "promo_start_rate": (0.003, 0.03, "log"),
+    "online_share_mean": (0.06, 0.3, "lin"),
+    "cover_days": (2.5, 6.0, "lin"),
+}
+#: scenarios cycled through by the sampled worlds (None = baseline)
+SAMPLED_SCENARIOS: tuple[str | None, ...] = (
+    None,
+    "pos_outage",
+    "promo_burst",
+    "marketplace_latency",
+    "duplicate_storm",
+)
+SAMPLED_SEED = 20_260_301
+
+
+def sampled_worlds(n: int, seed: int = SAMPLED_SEED) -> tuple[WorldConfig, ...]:
+    """``n`` training worlds with parameters drawn from :data:`SAMPLED_RANGES` (seeded).
+
+    Each world also draws its store count (4–12), catalogue size (120–200 skus) and a world seed
+    (offset from ``seed``, so never one of the held-out seeds below 1000); scenarios cycle through
+    :data:`SAMPLED_SCENARIOS`. Same ``(n, seed)``, same worlds.
+    """
+    rng = np.random.default_rng(seed)
+    worlds = []
+    for i in range(n):
+        overrides: dict[str, Any] = {}
+        for name, (lo, hi, scale) in SAMPLED_RANGES.items():
+            u = rng.random()
+            value = lo * (hi / lo) ** u if scale == "log" else lo + (hi - lo) * u
+            overrides[name] = round(float(value), 4)
+        stores = int(rng.integers(4, 13))
+        skus = int(rng.integers(120, 201))
+        scenario = SAMPLED_SCENARIOS[i % len(SAMPLED_SCENARIOS)]
+        worlds.append(
+            WorldConfig(f"train-sampled-{i:02d}", 2000 + i, stores, skus, 56, scenario, overrides)
+        )
+    return tuple(worlds)
+
+
+#: hand-made worlds (one mechanism stressed each) plus seeded draws over broad ranges
+TRAIN_WORLDS: tuple[WorldConfig, ...] = HANDMADE_WORLDS + sampled_worlds(10)
 HOLDOUT_WORLDS: tuple[WorldConfig, ...] = (
     WorldConfig(
         "holdout-outage-shrink",

@@ -6,7 +6,6 @@ picked up while the flow runs."""
 from __future__ import annotations
 
 import json
-
 import queue
 import shutil
 import threading
