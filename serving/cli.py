@@ -521,6 +521,13 @@ def alerts_consume(
         typer.Option(help="Stop when nothing arrived for this many seconds"),
     ] = None,
     group: Annotated[str, typer.Option(help="Kafka consumer group")] = "shelfguard-serving",
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            help="Serve this consumer's Prometheus metrics (scores ingested, alerts, "
+            "event-to-alert latency) on 127.0.0.1:PORT/metrics; 0 = off"
+        ),
+    ] = 0,
 ) -> None:
     """Consume scores from Kafka (SHELFGUARD_SCORES_TOPIC, default inventory.scores)."""
     from serving.score_feed import consume_kafka
@@ -529,6 +536,10 @@ def alerts_consume(
     settings = runtime.settings
     if not settings.kafka_bootstrap:
         raise typer.BadParameter("set SHELFGUARD_KAFKA_BOOTSTRAP to consume from Kafka")
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1", registry=runtime.metrics.registry)
     result = consume_kafka(
         runtime.service,
         settings.kafka_bootstrap,

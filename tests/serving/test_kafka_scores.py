@@ -44,6 +44,9 @@ def test_consume_scores_from_kafka(make_service, kafka_broker, kafka_topics) -> 
         idle_timeout_s=20,
     )
     assert (result.read, result.dead_lettered, result.alerts, result.suppressed) == (5, 2, 2, 1)
+    registry = svc.runtime.metrics.registry
+    assert registry.get_sample_value("shelfguard_scores_ingested_total") == 3
+    assert registry.get_sample_value("shelfguard_event_to_alert_seconds_count") == 2
     kinds = sorted(a["kind"] for a in svc.get("/alerts", "olga").json())
     assert kinds == ["phantom", "stockout"]
     dlq = [json.loads(v) for _k, v in read_topic(kafka_broker, kafka_topics["scores_dlq"], 2)]
