@@ -253,7 +253,7 @@ shelfguard demo is running — {mode}. Ctrl-C stops everything.
 
   What to click:
     1. {base}/ui, sign in as ana (approver): the approval queue fills as the replay
-       advances (reload the page); each row shows the risk, the model's explanation and
+       advances (the page updates itself); each row shows the risk, the model's explanation and
        version. Approve one, or Reject it with a reason.
     2. Sign in as olga (ops): the alert feed, and the count tasks the policy opened on its own
        (high phantom scores). Record a counted quantity to complete one.{feedback}

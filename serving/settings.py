@@ -67,6 +67,13 @@ class ServiceSettings(BaseSettings):
         ge=0,
         description="Period of the sweeper (expiry, webhook delivery) in `serve`; 0 = off",
     )
+    ui_refresh_s: float = Field(
+        5.0,
+        ge=0.5,
+        le=600,
+        description="SHELFGUARD_UI_REFRESH_S: how often an open UI page checks for new alerts "
+        "and recommendations",
+    )
 
     @model_validator(mode="after")
     def _no_default_secrets_outside_dev(self) -> ServiceSettings:

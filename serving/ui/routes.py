@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from serving.auth import COOKIE, Principal, Role, authenticate, authorize
 from serving.effects import current_atp
@@ -33,6 +34,31 @@ if TYPE_CHECKING:
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
 #: the form field ``csrf.FIELD``; empty when missing, which the check refuses
 CsrfField = Annotated[str, Form(max_length=200)]
+
+
+def _changes_from(queue: list[dict], alerts: list[Alert], sees_queue: bool) -> dict:
+    return {
+        "queue": ",".join(f"{q['rec'].id}.{q['rec'].version}" for q in queue) if sees_queue else "",
+        "alert": alerts[0].id if alerts else 0,
+    }
+
+
+def _changes(session: Session, user: Principal) -> dict:
+    """The same fingerprint as :func:`_changes_from`, without rendering the page."""
+    sees_queue = user.role in (Role.APPROVER, Role.ADMIN)
+    pending = []
+    if sees_queue:
+        pending = [
+            {"rec": rec}
+            for rec in session.scalars(
+                select(Recommendation)
+                .where(Recommendation.state == RecState.PENDING.value)
+                .order_by(Recommendation.priority.desc(), Recommendation.id)
+                .limit(100)
+            )
+        ]
+    newest = session.scalars(select(Alert).order_by(Alert.id.desc()).limit(1)).first()
+    return _changes_from(pending, [newest] if newest else [], sees_queue)
 
 
 def ui_router(rt: Runtime) -> APIRouter:  # noqa: C901 - a flat list of routes
@@ -186,11 +212,23 @@ def ui_router(rt: Runtime) -> APIRouter:  # noqa: C901 - a flat list of routes
                 "error": error,
                 "policy_version": rt.policy.version,
                 "csrf_token": csrf.token_for(sid, request.cookies.get(COOKIE), pepper),
+                "changes": _changes_from(queue, alerts, sees_queue),
+                "refresh_ms": int(rt.settings.ui_refresh_s * 1000),
             },
         )
         if new_session:
             set_session(response, sid)
         return response
+
+    @router.get("/changes")
+    def changes(request: Request) -> Response:
+        """What the open page polls: the pending recommendations' ids and versions and the newest
+        alert id. The page compares them with what it shows (``data-queue`` / ``data-alert``)."""
+        user = who(request)
+        if user is None:
+            return JSONResponse({"detail": "sign in again"}, status_code=401)
+        with rt.store.reader() as session:
+            return JSONResponse(_changes(session, user))
 
     @router.post("/recommendations/{rec_id}/decide")
     def decide(

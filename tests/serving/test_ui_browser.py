@@ -38,7 +38,12 @@ def free_port() -> int:
 def server(tmp_path: Path):
     shelfguard = str(REPO / ".venv" / "bin" / "shelfguard")
     url = f"sqlite:///{tmp_path}/ui.db"
-    env = {**os.environ, "SHELFGUARD_KAFKA_BOOTSTRAP": "", "SHELFGUARD_DATABASE_URL": url}
+    env = {
+        **os.environ,
+        "SHELFGUARD_KAFKA_BOOTSTRAP": "",
+        "SHELFGUARD_DATABASE_URL": url,
+        "SHELFGUARD_UI_REFRESH_S": "1",
+    }
     tokens = {}
     for name, role in (("olga", "ops"), ("ana", "approver")):
         done = subprocess.run(
@@ -111,6 +116,33 @@ def test_approver_approves_in_the_browser_and_atp_changes(server, tmp_path) -> N
         page.click(f"#reject-{other_id}")
         expect(page.get_by_role("alert")).to_contain_text("reason is required")
         expect(page.locator(f"#rec-{other_id}")).to_have_count(1)
+        # a new recommendation appears on the open page by itself (the page polls /ui/changes)
+        page.goto(f"{base}/ui")
+        fresh = httpx.post(
+            f"{base}/scores",
+            json={"scores": [score_row("SKU-LIVE")]},
+            headers={"Authorization": f"Bearer {tokens['olga']}"},
+        )
+        assert fresh.status_code == 200, fresh.text
+        live = next(
+            x["id"]
+            for x in httpx.get(
+                f"{base}/recommendations?state=pending",
+                headers={"Authorization": f"Bearer {tokens['ana']}"},
+            ).json()
+            if x["sku"] == "SKU-LIVE"
+        )
+        expect(page.locator(f"#rec-{live}")).to_have_count(1, timeout=20_000)
+        # ... but not while the approver is typing a reason: then a banner says so
+        reason = page.locator(f"#rec-{live} input[name=reason]")
+        reason.fill("checking the shelf")
+        assert httpx.post(
+            f"{base}/scores",
+            json={"scores": [score_row("SKU-LIVE-2")]},
+            headers={"Authorization": f"Bearer {tokens['olga']}"},
+        ).json()["alerts"]
+        expect(page.locator("#changed")).to_be_visible(timeout=20_000)
+        expect(reason).to_have_value("checking the shelf")
         browser.close()
     atp = httpx.get(f"{base}/atp/SKU-1/S01", headers={"Authorization": f"Bearer {tokens['olga']}"})
     assert atp.json()["atp"] == 0
