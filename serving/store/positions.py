@@ -16,13 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from serving.store.tables import Position
 
-_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+#: dialect → its INSERT (both have ``excluded`` and ``on_conflict_do_update``)
+_INSERTS: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 PositionRow = tuple[str, str, int, int, datetime, float | None]
 
 
