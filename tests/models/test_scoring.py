@@ -56,3 +56,28 @@ def test_explanations_are_words_from_the_row():
     assert all(r.contribution > 0 for r in reasons)
     assert not any("on hand" in r.text for r in reasons)  # it lowered the risk
     assert math.isclose(reasons[0].contribution, 1.5)
+
+
+def test_explain_above_explains_exactly_the_rows_at_or_above_it():
+    from models.scoring import score_features
+
+    phantom, stockout = load_packaged("phantom-inventory"), load_packaged("stockout-risk")
+    features = phantom.reference.sample(400, random_state=3).reset_index(drop=True)
+    features["sku"] = [f"S{i}" for i in range(len(features))]
+    features["location"] = "L1"
+    for col in ("reserved", "atp", "on_hand"):
+        if col not in features:
+            features[col] = 0
+    features["as_of"] = pd.Timestamp("2026-03-02", tz="UTC")
+    every = score_features(features, phantom, stockout, explain_above=0.0)
+    some = score_features(features, phantom, stockout, explain_above=0.3)
+    assert (every["phantom_explanation"] != "").mean() > 0.5
+    assert list(every["sku"]) == list(some["sku"])
+    for col, score in (
+        ("phantom_explanation", "phantom_score"),
+        ("stockout_explanation", "stockout_score"),
+    ):
+        high = some[score] >= 0.3
+        assert high.any() and (~high).any()
+        assert (some.loc[~high, col] == "").all()
+        assert list(some.loc[high, col]) == list(every.loc[high, col])
