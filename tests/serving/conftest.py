@@ -101,8 +101,7 @@ def make_service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
             token_pepper="test-pepper-" + uuid.uuid4().hex,
             database_url=database_url
             or f"sqlite:///{tmp_path}/shelfguard-{uuid.uuid4().hex[:6]}.db",
-            background_interval_s=0,
-            **overrides,
+            **{"background_interval_s": 0, **overrides},
         )
         client = TestClient(create_app(settings, clock, publisher), raise_server_exceptions=False)
         client.__enter__()

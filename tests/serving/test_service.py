@@ -117,6 +117,21 @@ def test_automatic_actions_apply_at_once_and_holds_expire(svc) -> None:
     assert svc.post("/admin/sweep", "admin").json()["expired_holds"] == 0  # published once
 
 
+def test_the_background_sweeper_releases_expired_holds_on_its_own(make_service) -> None:
+    import time
+
+    svc = make_service(background_interval_s=0.05)
+    svc.post("/scores", "olga", {"scores": [score_row(phantom_score=0.9, on_hand=5, reserved=0)]})
+    assert svc.get("/atp/SKU-1/S01", "olga").json()["atp"] == 0
+    svc.clock.advance(hours=73)  # past hold_ttl_hours; nobody calls /admin/sweep
+    deadline = time.monotonic() + 10
+    while not svc.publisher.on("inventory.atp")[1:] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    last = json.loads(svc.publisher.on("inventory.atp")[-1])
+    assert last["atp"] == 5 and last["reason"].startswith("hold_expired")
+    assert svc.post("/admin/sweep", "admin").json()["expired_holds"] == 0  # already done
+
+
 def test_count_budget_queues_counts_once_exhausted(make_service, tmp_path) -> None:
     import yaml
 
