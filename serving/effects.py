@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 
 from pipelines.events import EventType, InventoryEvent, Source, encode_event, format_ts
 from pipelines.ledger import Position as LedgerPosition
+from serving import outbox
 from serving.errors import NotFound
 from serving.policy import ActionType, Policy
-from serving.publisher import Publisher
 from serving.settings import ServiceSettings
 from serving.store.tables import CountTask, Hold, Position, Recommendation
 
@@ -89,19 +89,20 @@ def current_atp(session: Session, sku: str, location: str, now: datetime) -> Atp
 
 
 class Effects:
-    """Carries out effects inside the caller's transaction; publishing failures raise
-    :class:`~serving.errors.EffectFailed` and leave the caller to mark the recommendation."""
+    """Carries out effects inside the caller's transaction. Messages for other systems go to
+    the outbox (:mod:`serving.outbox`) in that transaction and leave after its commit; an effect
+    that cannot be carried out raises :class:`~serving.errors.EffectFailed` and leaves the
+    caller to mark the recommendation."""
 
-    def __init__(self, settings: ServiceSettings, policy: Policy, publisher: Publisher) -> None:
+    def __init__(self, settings: ServiceSettings, policy: Policy) -> None:
         self.settings = settings
         self.policy = policy
-        self.publisher = publisher
 
     def publish_atp(
         self, session: Session, sku: str, location: str, now: datetime, why: str
     ) -> Atp:
         atp = current_atp(session, sku, location, now)
-        self.publisher.publish(self.settings.atp_topic, f"{sku}|{location}", atp.message(why))
+        outbox.enqueue(session, self.settings.atp_topic, f"{sku}|{location}", atp.message(why), now)
         return atp
 
     def apply(self, session: Session, rec: Recommendation, now: datetime) -> dict:
@@ -151,7 +152,7 @@ class Effects:
                 reference=rec.erp_reference,
                 reason="write_off",
             )
-            self.publisher.publish(self.settings.events_topic, event.key, encode_event(event))
+            outbox.enqueue(session, self.settings.events_topic, event.key, encode_event(event), now)
             position = session.get(Position, (rec.sku, rec.location))
             if position is not None:
                 position.on_hand -= rec.units
@@ -161,7 +162,9 @@ class Effects:
         # route_to_alternate_node: advice for the order management system; nothing to change here
         return {"advice": "route orders for this sku away from the location"}
 
-    def emit_count(self, task: CountTask, counted: int, now: datetime, reference: str) -> str:
+    def emit_count(
+        self, session: Session, task: CountTask, counted: int, now: datetime, reference: str
+    ) -> str:
         """Emit the count as a ``cycle_count`` event; returns its (deterministic) event id."""
         event = InventoryEvent(
             event_id=f"shelfguard-count-{task.id}",
@@ -173,5 +176,5 @@ class Effects:
             source=Source.STORE_OPS,
             reference=reference,
         )
-        self.publisher.publish(self.settings.events_topic, event.key, encode_event(event))
+        outbox.enqueue(session, self.settings.events_topic, event.key, encode_event(event), now)
         return event.event_id

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 24 * 3600, 7 * 86400)
 
@@ -12,6 +12,21 @@ class ServiceMetrics:
         self.registry = CollectorRegistry()
         self.alerts = Counter(
             "shelfguard_alerts_total", "Alerts raised", ["kind", "severity"], registry=self.registry
+        )
+        self.outbox_sent = Counter(
+            "shelfguard_outbox_sent_total",
+            "Kafka messages (alerts, ATP updates, events) published from the outbox",
+            registry=self.registry,
+        )
+        self.outbox_failures = Counter(
+            "shelfguard_outbox_failures_total",
+            "Outbox publishing rounds that stopped at a failed message (retried with back-off)",
+            registry=self.registry,
+        )
+        self.outbox_pending = Gauge(
+            "shelfguard_outbox_pending",
+            "Messages stored but not yet published (as of this process's last relay)",
+            registry=self.registry,
         )
         self.scores_ingested = Counter(
             "shelfguard_scores_ingested_total",

@@ -123,7 +123,7 @@ def consume_kafka(
     )
     consumer.subscribe([topic])
     result = FeedResult()
-    last_seen = time.monotonic()
+    last_seen = last_relay = time.monotonic()
     try:
         while max_messages is None or result.read < max_messages:
             messages = consumer.consume(500, 0.05)
@@ -136,9 +136,13 @@ def consume_kafka(
                 parsed = parse_score_message(raw)
                 if isinstance(parsed, str):
                     text = raw.decode("utf-8", errors="replace")
-                    service.dead_letter("scores_kafka", text, parsed)
                     body = json.dumps({"raw": text, "reason": parsed}).encode()
-                    service.publisher.publish(dlq_topic, (msg.key() or b"").decode(), body)
+                    service.dead_letter(
+                        "scores_kafka",
+                        text,
+                        parsed,
+                        message=(dlq_topic, (msg.key() or b"").decode(), body),
+                    )
                     result.dead_lettered += 1
                 else:
                     good.append(parsed)
@@ -146,7 +150,11 @@ def consume_kafka(
             if messages:
                 consumer.commit(asynchronous=False)
                 last_seen = time.monotonic()
-            elif idle_timeout_s is not None and time.monotonic() - last_seen > idle_timeout_s:
+                continue
+            if time.monotonic() - last_relay >= 1.0:  # what waited in the outbox
+                service.relay.run()
+                last_relay = time.monotonic()
+            if idle_timeout_s is not None and time.monotonic() - last_seen > idle_timeout_s:
                 break
     finally:
         consumer.close()

@@ -19,10 +19,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from serving import audit, webhooks
+from serving import audit, outbox, webhooks
 from serving.effects import Atp, Effects, current_atp
 from serving.errors import Conflict, EffectFailed, InvalidTransition, NotFound, StaleVersion
 from serving.metrics import ServiceMetrics
+from serving.outbox import Relay
 from serving.policy import (
     ActionType,
     AlertContext,
@@ -86,15 +87,17 @@ class ActionService:
         self.publisher = publisher
         self.clock = clock
         self.metrics = metrics
-        self.effects = Effects(settings, policy, publisher)
+        self.effects = Effects(settings, policy)
+        self.relay = Relay(store, publisher, clock, metrics)
 
     # -- scores → alerts → recommendations -------------------------------------------------
     def ingest_scores(self, scores: list[ScoreIn], actor: str) -> IngestResult:
         """Alerts for the scores that pass the policy's floor and are outside the cooldown.
 
-        Publishes each new alert to ``inventory.alerts`` before committing: if Kafka is down
-        the whole batch fails (EffectFailed, 502) and nothing is stored, so a retry loses
-        nothing. Automatic actions are applied at once; the others wait as ``pending``.
+        New alerts (``inventory.alerts``) and the effects of automatic actions go to the outbox
+        with the batch and are published after the commit; with Kafka down they wait there
+        and nothing is lost. Automatic actions are applied at once; the others wait as
+        ``pending``.
         """
         now = self.clock()
         result = IngestResult([], 0, [])
@@ -116,6 +119,8 @@ class ActionService:
                     result.alerts.append(alert.id)
                     result.recommendations += self._recommend(session, alert, actor, now)
         self.metrics.scores_ingested.inc(len(scores))
+        if result.alerts:
+            self.relay.run()
         return result
 
     def _raise_alert(self, session: Session, score: ScoreIn, kind: str, now: datetime):  # noqa: ANN202
@@ -168,10 +173,12 @@ class ActionService:
             model_version=alert.model,
             payload=payload,
         )
-        self.publisher.publish(
+        outbox.enqueue(
+            session,
             self.settings.alerts_topic,
             f"{alert.sku}|{alert.location}",
             json.dumps(payload).encode(),
+            now,
         )
         webhooks.enqueue(session, "alert.raised", payload, now)
         self.metrics.alerts.labels(kind, severity).inc()
@@ -315,11 +322,13 @@ class ActionService:
                     # deciding at once cannot both count as "the first of two" (one gets 409)
                     rec.params = {**rec.params, "approvals": len(approvers) + 1}
                     session.flush()
-                return rec
         except StaleDataError:
             raise StaleVersion(
                 f"recommendation {rec_id} was decided concurrently by someone else; reload it"
             ) from None
+        if rec.state == RecState.APPLIED.value:
+            self.relay.run()
+        return rec
 
     def _approve_and_apply(
         self, session: Session, rec: Recommendation, actor: str, now: datetime
@@ -394,7 +403,7 @@ class ActionService:
             assert position is not None
             recorded = position.on_hand
             reference = erp or f"count-task-{task.id}"
-            event_id = self.effects.emit_count(task, counted, now, reference)
+            event_id = self.effects.emit_count(session, task, counted, now, reference)
             phantom = counted < recorded
             outcome = "confirmed_phantom" if phantom else "false_alarm"
             task.state, task.counted_quantity = "completed", counted
@@ -454,7 +463,8 @@ class ActionService:
                     "atp": atp.atp,
                 },
             )
-            return CountResult(task, outcome, event_id)
+        self.relay.run()
+        return CountResult(task, outcome, event_id)
 
     # -- reads ------------------------------------------------------------------------------
     def atp(self, sku: str, location: str) -> Atp:
@@ -517,6 +527,8 @@ class ActionService:
                     payload={"sku": hold.sku, "location": hold.location, "units": hold.units},
                 )
                 holds += 1
+        self.relay.run(force=True)
+        self.relay.prune()
         return len(overdue), holds
 
     # -- reconciliation -----------------------------------------------------------------------
@@ -590,12 +602,23 @@ class ActionService:
         return created, known
 
     # -- dead letters -----------------------------------------------------------------------
-    def dead_letter(self, source: str, raw: str, reason: str) -> None:
+    def dead_letter(
+        self,
+        source: str,
+        raw: str,
+        reason: str,
+        message: tuple[str, str, bytes] | None = None,
+    ) -> None:
+        """Keep an unusable input with its reason; ``message`` (topic, key, value), e.g. for a
+        dead-letter topic, goes out through the outbox with it."""
+        now = self.clock()
         with self.store.transaction() as session:
-            session.add(
-                DeadLetter(source=source, raw=raw[:10_000], reason=reason[:2000], at=self.clock())
-            )
+            session.add(DeadLetter(source=source, raw=raw[:10_000], reason=reason[:2000], at=now))
+            if message is not None:
+                outbox.enqueue(session, *message, now)
         self.metrics.dead_letters.labels(source).inc()
+        if message is not None:
+            self.relay.run()
 
 
 def alert_payload(alert: Alert) -> dict:

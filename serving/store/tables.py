@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -288,6 +289,22 @@ class DeadLetter(Base):
     at: Mapped[datetime]
 
 
+class OutboxMessage(Base):
+    """A Kafka message written in the same transaction as the change it announces (alerts, ATP
+    updates, ``cycle_count`` and write-off events) and published after the commit by
+    :mod:`serving.outbox`; ``sent_at`` is null until the broker has it."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    topic: Mapped[str] = mapped_column(String(200))
+    key: Mapped[str] = mapped_column(String(300))
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None] = mapped_column(index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
 __all__ = [
     "Alert",
     "Approval",
@@ -298,6 +315,7 @@ __all__ = [
     "DeadLetter",
     "Hold",
     "IdempotentResponse",
+    "OutboxMessage",
     "Position",
     "Recommendation",
     "ReconciliationException",

@@ -58,3 +58,12 @@ def test_consume_scores_from_kafka(make_service, kafka_broker, kafka_topics) -> 
     assert [(r["action"], r["mode"]) for r in route] == [
         ("route_to_alternate_node", "recommend_only")
     ]
+
+
+def test_publish_batch_reports_the_delivered_prefix_when_no_broker_answers() -> None:
+    publisher = KafkaPublisher("127.0.0.1:1", timeout_s=1.0)  # nothing listens there
+    try:
+        delivered, error = publisher.publish_batch([("t", "k", b"1"), ("t", "k", b"2")])
+    finally:
+        publisher._producer.purge()
+    assert delivered == 0 and error is not None and "broker" in error

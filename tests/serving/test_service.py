@@ -163,26 +163,67 @@ def test_alert_cooldown(svc) -> None:
     assert len(svc.post("/scores", "olga", {"scores": [score_row()]}).json()["alerts"]) == 1
 
 
-def test_effect_failure_marks_the_recommendation_failed(make_service) -> None:
+def metric(svc, name: str) -> float:
+    return svc.runtime.metrics.registry.get_sample_value(name) or 0.0
+
+
+def test_effects_wait_in_the_outbox_while_kafka_is_down(make_service) -> None:
     publisher = MemoryPublisher()
     svc = make_service(publisher=publisher)
     svc.post("/scores", "olga", {"scores": [score_row()]})
     publisher.fail_topics.add("inventory.atp")
     rec = pending(svc, "lower_atp_exposure")
     r = svc.post(f"/recommendations/{rec['id']}/decision", "ana", {"decision": "approve"})
-    assert r.json()["state"] == "failed" and "outage" in r.json()["failure"]
-    assert (
-        'shelfguard_effects_failed_total{action="lower_atp_exposure"} 1.0'
-        in svc.client.get("/metrics").text
-    )
+    assert r.status_code == 200 and r.json()["state"] == "applied"  # the decision is stored
+    assert svc.get("/atp/SKU-1/S01", "olga").json()["atp"] == 0
+    assert publisher.on("inventory.atp") == []  # ... and its ATP update waits
+    assert metric(svc, "shelfguard_outbox_pending") == 1
+    assert metric(svc, "shelfguard_outbox_failures_total") == 1
+    publisher.fail_topics.clear()
+    svc.post("/admin/sweep", "admin")  # the sweeper retries
+    [update] = [json.loads(v) for v in publisher.on("inventory.atp")]
+    assert update["atp"] == 0 and update["reason"].startswith("risk_hold")
+    assert metric(svc, "shelfguard_outbox_pending") == 0
+    svc.post("/admin/sweep", "admin")
+    assert len(publisher.on("inventory.atp")) == 1  # sent once
 
 
-def test_kafka_down_fails_ingest_without_storing_anything(make_service) -> None:
+def test_outbox_keeps_the_order_across_an_outage(make_service) -> None:
     publisher = MemoryPublisher(fail_topics={"inventory.alerts"})
     svc = make_service(publisher=publisher)
-    r = svc.post("/scores", "olga", {"scores": [score_row()]})
-    assert r.status_code == 502 and r.json()["error"] == "effect_failed"
-    assert svc.get("/alerts", "olga").json() == []
+    for sku in ("SKU-1", "SKU-2", "SKU-3"):
+        row = score_row(sku, phantom_score=0.9, on_hand=5, reserved=0)
+        r = svc.post("/scores", "olga", {"scores": [row]})
+        assert r.status_code == 200 and r.json()["alerts"], r.text  # stored while Kafka is down
+    assert publisher.sent == []  # the first alert failed, nothing overtook it
+    publisher.fail_topics.clear()
+    svc.post("/admin/sweep", "admin")
+    alerts = [json.loads(v)["sku"] for v in publisher.on("inventory.alerts")]
+    assert alerts == ["SKU-1", "SKU-2", "SKU-3"]
+    topics = [t for t, _k, _v in publisher.sent]
+    # each alert's own effects follow it (automatic hold at 0.9 → ATP update)
+    assert topics.index("inventory.alerts") < topics.index("inventory.atp")
+
+
+def test_a_rolled_back_change_sends_nothing(make_service) -> None:
+    publisher = MemoryPublisher()
+    svc = make_service(publisher=publisher)
+    service = svc.runtime.service
+    from serving.schemas import ScoreIn
+
+    good = ScoreIn.model_validate(score_row("SKU-9", phantom_score=0.9))
+    original = service._recommend
+
+    def explode(*args, **kwargs):  # noqa: ANN002, ANN003
+        original(*args, **kwargs)
+        raise RuntimeError("database went away mid-transaction")
+
+    service._recommend = explode
+    with pytest.raises(RuntimeError):
+        service.ingest_scores([good], "test")
+    service._recommend = original
+    svc.post("/admin/sweep", "admin")
+    assert publisher.sent == [] and svc.get("/alerts", "olga").json() == []
 
 
 def test_bad_input_gets_field_level_422(svc) -> None:
