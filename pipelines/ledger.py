@@ -46,7 +46,10 @@ DAY_S = 86_400.0
 DEDUPE_HORIZON_S = 7 * DAY_S
 COUNT_LATENESS_S = 14 * DAY_S
 NEG_INF = -math.inf  # one shared object: millions of keys start with it
-_EMPTY: frozenset[str] = frozenset()
+#: Separator of the event ids in a dedupe generation blob (see ``Position._remember``).
+_SEP = "\x00"
+#: A generation blob longer than this (characters) becomes a set: lookups stay O(1) on hot keys.
+BLOB_MAX_CHARS = 1024
 
 
 class Bucket(enum.StrEnum):
@@ -121,6 +124,32 @@ def deltas_for(event: InventoryEvent) -> dict[Bucket, int]:
     return {Bucket(attr): sign * q for attr, sign in rows}
 
 
+def _holds(ids: str | set[str], event_id: str) -> bool:
+    """True if ``event_id`` is in one dedupe generation (a blob or a set, see ``_with``)."""
+    if type(ids) is str:
+        # an id containing the separator is never stored in a blob (it would be ambiguous)
+        return bool(ids) and f"{_SEP}{event_id}{_SEP}" in ids and _SEP not in event_id
+    return event_id in ids
+
+
+def _with(ids: str | set[str], event_id: str) -> str | set[str]:
+    """The generation ``ids`` with ``event_id`` added (not already in it).
+
+    A generation starts as a blob, ``"\\0id1\\0id2\\0"``: ~1 byte per character of the ids
+    instead of a string object and a hash-table slot per id (a set of 5 ids costs ~1 KB).
+    It becomes a ``set`` when longer than ``BLOB_MAX_CHARS`` or when an id contains the
+    separator. Exact either way: nothing is hashed or truncated.
+    """
+    if isinstance(ids, set):
+        ids.add(event_id)
+        return ids
+    if len(ids) <= BLOB_MAX_CHARS and _SEP not in event_id:
+        return f"{ids or _SEP}{event_id}{_SEP}"
+    grown = set(ids[1:-1].split(_SEP)) if ids else set()
+    grown.add(event_id)
+    return grown
+
+
 @dataclass(frozen=True, slots=True)
 class TransitSettlement:
     """Units confirmed received at a transfer's destination: in-transit −q at the source."""
@@ -140,8 +169,9 @@ class Position:
     """Ledger state of one (sku, location). Mutable; small in memory and in its pickle.
 
     Memory layout (one of these per key, millions per process): plain ints for the buckets,
-    on-hand deltas after the latest count in two typed arrays, and event ids in two generations
-    of sets (see ``_remember``) instead of an id → time map.
+    on-hand deltas after the latest count in two typed arrays (``None`` while there are none),
+    and event ids in two generations (see ``_remember``), each a compact string blob until it
+    grows large (see ``_with``), instead of an id → time map.
     """
 
     __slots__ = (
@@ -181,12 +211,13 @@ class Position:
         self.abs_variance_sum = 0
         self.anomalies = 0
         self.max_ts = NEG_INF
-        # on-hand deltas of events that occurred after the latest count, in arrival order
-        self._pc_ts = array("d")
-        self._pc_delta = array("q")
-        # event ids seen in the current and the previous dedupe generation
-        self._seen: set[str] = set()
-        self._seen_old: frozenset[str] | set[str] = _EMPTY
+        # on-hand deltas of events that occurred after the latest count, in arrival order;
+        # both None while there are none (most keys, most of the time)
+        self._pc_ts: array[float] | None = None
+        self._pc_delta: array[int] | None = None
+        # event ids seen in the current and the previous dedupe generation (see ``_with``)
+        self._seen: str | set[str] = ""
+        self._seen_old: str | set[str] = ""
         self._generation_ts = NEG_INF
 
     # -- reading ---------------------------------------------------------------------------
@@ -198,7 +229,7 @@ class Position:
         return {b.value: getattr(self, b.value) for b in Bucket}
 
     def has_seen(self, event_id: str) -> bool:
-        return event_id in self._seen or event_id in self._seen_old
+        return _holds(self._seen, event_id) or _holds(self._seen_old, event_id)
 
     def __getstate__(self) -> tuple:
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -222,8 +253,11 @@ class Position:
                 if ts <= self.count_ts:
                     continue  # the latest count already saw this unit move
                 if delta:
-                    self._pc_ts.append(ts)
-                    self._pc_delta.append(delta)
+                    if self._pc_ts is None:
+                        self._pc_ts, self._pc_delta = array("d", (ts,)), array("q", (delta,))
+                    else:
+                        self._pc_ts.append(ts)
+                        self._pc_delta.append(delta)  # type: ignore[union-attr]
             self._add(attr, delta)
         return Outcome.APPLIED
 
@@ -237,9 +271,10 @@ class Position:
     def _apply_count(self, ts: float, counted: int) -> Outcome:
         if ts <= self.count_ts:
             return Outcome.STALE_COUNT
-        keep = [i for i, t in enumerate(self._pc_ts) if t > ts]
-        after = sum(self._pc_delta[i] for i in keep)
-        is_opening = self.count_ts == NEG_INF and not self._pc_ts
+        pc_ts, pc_delta = self._pc_ts or (), self._pc_delta or ()
+        keep = [i for i, t in enumerate(pc_ts) if t > ts]
+        after = sum(pc_delta[i] for i in keep)
+        is_opening = self.count_ts == NEG_INF and not pc_ts
         if not is_opening:
             variance = counted - (self.on_hand - after)
             self.last_count_variance = variance
@@ -253,9 +288,14 @@ class Position:
         return Outcome.APPLIED
 
     def _keep_post_count(self, keep: list[int]) -> None:
-        if len(keep) != len(self._pc_ts):
-            self._pc_ts = array("d", (self._pc_ts[i] for i in keep))
-            self._pc_delta = array("q", (self._pc_delta[i] for i in keep))
+        pc_ts, pc_delta = self._pc_ts, self._pc_delta
+        if pc_ts is None or pc_delta is None or len(keep) == len(pc_ts):
+            return
+        if keep:
+            self._pc_ts = array("d", (pc_ts[i] for i in keep))
+            self._pc_delta = array("q", (pc_delta[i] for i in keep))
+        else:
+            self._pc_ts = self._pc_delta = None
 
     def _add(self, attr: str, delta: int) -> None:
         value = getattr(self, attr) + delta
@@ -271,7 +311,7 @@ class Position:
         old one and the older one is dropped. An id is therefore remembered for at least
         ``DEDUPE_HORIZON_S`` (and at most twice that) of the key's event-time progress.
         """
-        if event_id in self._seen or event_id in self._seen_old:
+        if _holds(self._seen, event_id) or _holds(self._seen_old, event_id):
             return True
         if ts > self.max_ts:
             self.max_ts = ts
@@ -279,12 +319,12 @@ class Position:
                 self._generation_ts = ts
             elif ts - self._generation_ts >= DEDUPE_HORIZON_S:
                 self._rotate()
-        self._seen.add(event_id)
+        self._seen = _with(self._seen, event_id)
         return False
 
     def _rotate(self) -> None:
         self._seen_old = self._seen
-        self._seen = set()
+        self._seen = ""
         self._generation_ts = self.max_ts
         horizon = self.max_ts - COUNT_LATENESS_S
         if self._pc_ts and self._pc_ts[0] < horizon:
