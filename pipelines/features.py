@@ -48,6 +48,8 @@ POS_INF = math.inf
 NAN = math.nan
 _SALE_TYPES = (EventType.SALE, EventType.FULFILLMENT)
 _RECEIPT_TYPES = (EventType.RECEIPT, EventType.TRANSFER_IN)
+#: Day-bucket counter types, narrowest first: one byte per counter until a counter outgrows it.
+_WIDER = {"B": "i", "i": "q"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +122,9 @@ FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 class Activity:
     """Event-time activity accumulators of one key (sales windows, recency, EWMA rate).
 
-    Day buckets are one int32 array of ``_SLOTS`` counters per UTC day, covering the days from
-    ``day0`` on: ~20 bytes a day instead of a dict of lists.
+    Day buckets are one typed array of ``_SLOTS`` counters per UTC day, covering the days from
+    ``day0`` on: unsigned bytes (5 bytes a day) until a counter outgrows them, then int32, then
+    int64 (see ``_bump``): exact, and a fraction of a dict of lists.
     """
 
     __slots__ = (
@@ -189,33 +192,43 @@ class Activity:
         slot = _SLOT_OF.get(etype)
         if slot is None:
             return
-        at = self._slot_base(ts)  # before reading self.counts: it may create the array
+        at = self._slot_base(ts)
+        if slot == _ADJ:
+            q = abs(q)
+        elif slot == _PICK_SHORT:
+            q = 1
+        self._bump(at + slot, q)
+        if etype is EventType.FULFILLMENT:
+            self._bump(at + _PICK_OK, 1)
+
+    def _bump(self, index: int, amount: int) -> None:
+        """counts[index] += amount, widening the counter type when the value outgrows it."""
         counts = self.counts
         assert counts is not None
-        if slot == _SALES:
-            counts[at + _SALES] += q
-            if etype is EventType.FULFILLMENT:
-                counts[at + _PICK_OK] += 1
-        elif slot == _ADJ:
-            counts[at + _ADJ] += abs(q)
-        elif slot == _PICK_SHORT:
-            counts[at + _PICK_SHORT] += 1
-        else:
-            counts[at + slot] += q
+        try:
+            counts[index] += amount
+        except OverflowError:
+            wider = _WIDER.get(counts.typecode)
+            if wider is None:
+                raise  # beyond int64 units in one day: no honest counter for that
+            self.counts = counts = array(wider, counts)
+            counts[index] += amount
 
     def _slot_base(self, ts: float) -> int:
         """Index of the first counter of ``ts``'s UTC day, growing the array as needed."""
         day = int(ts // DAY_S)
-        if self.counts is None:
-            self.day0, self.counts = day, array("i", bytes(4 * _SLOTS))
+        counts = self.counts
+        if counts is None:
+            self.day0, self.counts = day, array("B", bytes(_SLOTS))
             return 0
+        size = counts.itemsize * _SLOTS
         if day < self.day0:
-            self.counts = array("i", bytes(4 * _SLOTS * (self.day0 - day))) + self.counts
+            self.counts = counts = array(counts.typecode, bytes(size * (self.day0 - day))) + counts
             self.day0 = day
         offset = day - self.day0
-        missing = offset + 1 - len(self.counts) // _SLOTS
+        missing = offset + 1 - len(counts) // _SLOTS
         if missing > 0:
-            self.counts.frombytes(bytes(4 * _SLOTS * missing))
+            counts.frombytes(bytes(size * missing))
         return offset * _SLOTS
 
     def _prune(self) -> None:
