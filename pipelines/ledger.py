@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import enum
 import math
-from array import array
+import struct
 from dataclasses import dataclass
 
 from pipelines.events import EventType, InventoryEvent
@@ -50,6 +50,8 @@ NEG_INF = -math.inf  # one shared object: millions of keys start with it
 _SEP = "\x00"
 #: A generation blob longer than this (characters) becomes a set: lookups stay O(1) on hot keys.
 BLOB_MAX_CHARS = 1024
+#: One on-hand delta after the latest count: (occurred_ts as a double, delta as an int64).
+_PC_PAIR = struct.Struct("<dq")
 
 
 class Bucket(enum.StrEnum):
@@ -189,8 +191,7 @@ class Position:
         "abs_variance_sum",
         "anomalies",
         "max_ts",
-        "_pc_ts",
-        "_pc_delta",
+        "_post_count",
         "_seen",
         "_seen_old",
         "_generation_ts",
@@ -211,10 +212,9 @@ class Position:
         self.abs_variance_sum = 0
         self.anomalies = 0
         self.max_ts = NEG_INF
-        # on-hand deltas of events that occurred after the latest count, in arrival order;
-        # both None while there are none (most keys, most of the time)
-        self._pc_ts: array[float] | None = None
-        self._pc_delta: array[int] | None = None
+        # on-hand deltas of events that occurred after the latest count, in arrival order,
+        # packed as ``_PC_PAIR`` records: 16 bytes each, nothing while there are none
+        self._post_count = b""
         # event ids seen in the current and the previous dedupe generation (see ``_with``)
         self._seen: str | set[str] = ""
         self._seen_old: str | set[str] = ""
@@ -235,6 +235,11 @@ class Position:
         return tuple(getattr(self, s) for s in self.__slots__)
 
     def __setstate__(self, state: tuple) -> None:
+        if len(state) == len(_SLOTS_V1):  # a snapshot from before the packed post-count deltas
+            old = dict(zip(_SLOTS_V1, state, strict=True))
+            pairs = zip(old.pop("_pc_ts"), old.pop("_pc_delta"), strict=True)
+            old["_post_count"] = b"".join(_PC_PAIR.pack(t, d) for t, d in pairs)
+            state = tuple(old[name] for name in self.__slots__)
         for name, value in zip(self.__slots__, state, strict=True):
             setattr(self, name, value)
 
@@ -253,11 +258,7 @@ class Position:
                 if ts <= self.count_ts:
                     continue  # the latest count already saw this unit move
                 if delta:
-                    if self._pc_ts is None:
-                        self._pc_ts, self._pc_delta = array("d", (ts,)), array("q", (delta,))
-                    else:
-                        self._pc_ts.append(ts)
-                        self._pc_delta.append(delta)  # type: ignore[union-attr]
+                    self._post_count += _PC_PAIR.pack(ts, delta)
             self._add(attr, delta)
         return Outcome.APPLIED
 
@@ -271,10 +272,9 @@ class Position:
     def _apply_count(self, ts: float, counted: int) -> Outcome:
         if ts <= self.count_ts:
             return Outcome.STALE_COUNT
-        pc_ts, pc_delta = self._pc_ts or (), self._pc_delta or ()
-        keep = [i for i, t in enumerate(pc_ts) if t > ts]
-        after = sum(pc_delta[i] for i in keep)
-        is_opening = self.count_ts == NEG_INF and not pc_ts
+        keep = [(t, d) for t, d in _PC_PAIR.iter_unpack(self._post_count) if t > ts]
+        after = sum(d for _, d in keep)
+        is_opening = self.count_ts == NEG_INF and not self._post_count
         if not is_opening:
             variance = counted - (self.on_hand - after)
             self.last_count_variance = variance
@@ -287,15 +287,9 @@ class Position:
             self.anomalies += 1
         return Outcome.APPLIED
 
-    def _keep_post_count(self, keep: list[int]) -> None:
-        pc_ts, pc_delta = self._pc_ts, self._pc_delta
-        if pc_ts is None or pc_delta is None or len(keep) == len(pc_ts):
-            return
-        if keep:
-            self._pc_ts = array("d", (pc_ts[i] for i in keep))
-            self._pc_delta = array("q", (pc_delta[i] for i in keep))
-        else:
-            self._pc_ts = self._pc_delta = None
+    def _keep_post_count(self, keep: list[tuple[float, int]]) -> None:
+        if len(keep) * _PC_PAIR.size != len(self._post_count):
+            self._post_count = b"".join(_PC_PAIR.pack(t, d) for t, d in keep)
 
     def _add(self, attr: str, delta: int) -> None:
         value = getattr(self, attr) + delta
@@ -327,10 +321,20 @@ class Position:
         self._seen = ""
         self._generation_ts = self.max_ts
         horizon = self.max_ts - COUNT_LATENESS_S
-        if self._pc_ts and self._pc_ts[0] < horizon:
+        pc = self._post_count
+        if pc and _PC_PAIR.unpack_from(pc)[0] < horizon:
             # Forget old deltas (on_hand already includes them): a count older than the horizon
             # then treats them as seen by the count, i.e. it applies as of the horizon.
-            self._keep_post_count([i for i, t in enumerate(self._pc_ts) if t >= horizon])
+            self._keep_post_count([(t, d) for t, d in _PC_PAIR.iter_unpack(pc) if t >= horizon])
+
+
+#: ``Position.__slots__`` before the post-count deltas were packed (snapshots may still hold it).
+_SLOTS_V1 = (
+    *Position.__slots__[: Position.__slots__.index("_post_count")],
+    "_pc_ts",
+    "_pc_delta",
+    *Position.__slots__[Position.__slots__.index("_post_count") + 1 :],
+)
 
 
 class TransferMatcher:
