@@ -108,18 +108,25 @@ class PendingSettlement:
         return self.settlement.location
 
 
-class LedgerLogic(StatefulBatchLogic[Any, Any, bytes]):
+class LedgerLogic(StatefulBatchLogic[Any, Any, tuple | bytes]):
     """Per-key ledger + features.
 
-    State snapshots are the pickled ``(KeyState, held settlements)``; settlements are held until
-    the key has applied the ``transfer_out`` they settle (see module docstring).
+    State snapshots are ``(KeyState.__getstate__() | None, held settlements)``: plain immutable
+    data, built per key per epoch and pickled by the runtime only when recovery is on.
+    Settlements are held until the key has applied the ``transfer_out`` they settle (see module
+    docstring). Resumes from the pickled ``(KeyState, held)`` bytes of earlier versions too.
     """
 
-    def __init__(self, resume: bytes | None, emit: Emit) -> None:
+    def __init__(self, resume: tuple | bytes | None, emit: Emit) -> None:
         self.state: KeyState | None = None
         self.held: list[PendingSettlement] = []
-        if resume:
-            self.state, self.held = pickle.loads(resume)  # noqa: S301 - our own snapshot
+        if isinstance(resume, bytes):
+            if resume:
+                self.state, self.held = pickle.loads(resume)  # noqa: S301 - our own snapshot
+        elif resume is not None:
+            state, held = resume
+            self.state = None if state is None else KeyState.from_state(state)
+            self.held = list(held)
         self.emit = emit
 
     def on_batch(self, values: list[InventoryEvent | PendingSettlement]) -> tuple[list, bool]:
@@ -147,8 +154,9 @@ class LedgerLogic(StatefulBatchLogic[Any, Any, bytes]):
             return [pickle.dumps(self.state)], self.RETAIN
         return self._emit(self.state, changed)
 
-    def snapshot(self) -> bytes:
-        return pickle.dumps((self.state, self.held))
+    def snapshot(self) -> tuple:
+        state = self.state
+        return (None if state is None else state.__getstate__(), tuple(self.held))
 
     def _release(self, state: KeyState, force: bool) -> bool:
         """Apply the held settlements whose transfer_out is applied; True if any changed state."""
@@ -189,18 +197,24 @@ def _trigger(event: InventoryEvent | None) -> Trigger | None:
     return Trigger(event.event_id, event.occurred_ts, published)
 
 
-class MatcherLogic(StatefulBatchLogic[InventoryEvent, PendingSettlement, bytes]):
+class MatcherLogic(StatefulBatchLogic[InventoryEvent, PendingSettlement, tuple | bytes]):
     """Per sku|reference transfer matching (see :class:`TransferMatcher`).
 
     Also remembers the ``transfer_out`` (event id, time) its settlements wait for at the source
-    key. State snapshots are the pickled ``(TransferMatcher, (event id, time) | None)``.
+    key. State snapshots are ``(TransferMatcher.__getstate__(), (event id, time) | None)``,
+    plain immutable data; the pickled ``(TransferMatcher, ...)`` bytes of earlier versions resume
+    too.
     """
 
-    def __init__(self, resume: bytes | None) -> None:
+    def __init__(self, resume: tuple | bytes | None) -> None:
         self.matcher = TransferMatcher()
         self.transfer_out: tuple[str, float] | None = None
-        if resume:
-            self.matcher, self.transfer_out = pickle.loads(resume)  # noqa: S301 - our own
+        if isinstance(resume, bytes):
+            if resume:
+                self.matcher, self.transfer_out = pickle.loads(resume)  # noqa: S301 - our own
+        elif resume is not None:
+            matcher, self.transfer_out = resume
+            self.matcher = TransferMatcher.from_state(matcher)
 
     def on_batch(self, values: list[InventoryEvent]) -> tuple[list[PendingSettlement], bool]:
         out: list[PendingSettlement] = []
@@ -213,8 +227,8 @@ class MatcherLogic(StatefulBatchLogic[InventoryEvent, PendingSettlement, bytes])
                 out.extend(PendingSettlement(s, *self.transfer_out) for s in settlements)
         return out, self.RETAIN
 
-    def snapshot(self) -> bytes:
-        return pickle.dumps((self.matcher, self.transfer_out))
+    def snapshot(self) -> tuple:
+        return (self.matcher.__getstate__(), self.transfer_out)
 
 
 def _is_event(item: InventoryEvent | Rejection) -> TypeGuard[InventoryEvent]:

@@ -22,6 +22,7 @@ import math
 import sys
 from array import array
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from pipelines.events import EventType, InventoryEvent
@@ -156,11 +157,18 @@ class Activity:
         self.pick_short_ts: tuple[float, ...] = ()
 
     def __getstate__(self) -> tuple:
-        return tuple(getattr(self, s) for s in self.__slots__)
+        # the counters travel as (typecode, bytes): pickling an array object costs ~10x more
+        state = _activity_state(self)
+        counts = state[1]
+        packed = None if counts is None else (counts.typecode, counts.tobytes())
+        return (state[0], packed, *state[2:])
 
     def __setstate__(self, state: tuple) -> None:
         for name, value in zip(self.__slots__, state, strict=True):
             setattr(self, name, value)
+        if type(self.counts) is tuple:  # (typecode, bytes); older snapshots hold the array
+            typecode, raw = self.counts
+            self.counts = array(typecode, raw)
 
     def observe(self, event: InventoryEvent) -> None:
         ts = event.occurred_ts
@@ -276,6 +284,10 @@ class Activity:
         return total
 
 
+_activity_state = attrgetter(*Activity.__slots__)
+assert Activity.__slots__[1] == "counts"  # __getstate__ packs it
+
+
 def _hours(as_of: float, ts: float, fallback: float) -> float:
     ref = ts if ts > -math.inf else fallback
     if ref == math.inf:
@@ -297,10 +309,33 @@ class KeyState:
         self.duplicates = 0
 
     def __getstate__(self) -> tuple:
-        return (self.sku, self.location, self.position, self.activity, self.duplicates)
+        """The whole state as plain immutable data: ``(sku, location, duplicates, position
+        state, activity state)``. Pickles as one object; the stream's recovery snapshot."""
+        return (
+            self.sku,
+            self.location,
+            self.duplicates,
+            self.position.__getstate__(),
+            self.activity.__getstate__(),
+        )
 
     def __setstate__(self, state: tuple) -> None:
-        self.sku, self.location, self.position, self.activity, self.duplicates = state
+        if isinstance(state[2], Position):  # earlier layout: (sku, location, Position, Activity, n)
+            self.sku, self.location, self.position, self.activity, self.duplicates = state
+            return
+        sku, location, self.duplicates, position, activity = state
+        self.sku, self.location = sys.intern(sku), sys.intern(location)
+        self.position = Position.__new__(Position)
+        self.position.__setstate__(position)
+        self.activity = Activity.__new__(Activity)
+        self.activity.__setstate__(activity)
+
+    @classmethod
+    def from_state(cls, state: tuple) -> KeyState:
+        """The :class:`KeyState` whose ``__getstate__()`` was ``state``."""
+        restored = cls.__new__(cls)
+        restored.__setstate__(state)
+        return restored
 
     def apply(self, item: InventoryEvent | TransitSettlement) -> Outcome:
         """Apply an event (ledger, then features) or a transit settlement (ledger only).

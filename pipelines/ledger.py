@@ -39,6 +39,7 @@ import enum
 import math
 import struct
 from dataclasses import dataclass
+from operator import attrgetter
 
 from pipelines.events import EventType, InventoryEvent
 
@@ -232,7 +233,11 @@ class Position:
         return _holds(self._seen, event_id) or _holds(self._seen_old, event_id)
 
     def __getstate__(self) -> tuple:
-        return tuple(getattr(self, s) for s in self.__slots__)
+        """Plain immutable data (sets frozen): cheap to pickle, safe to hand out as a snapshot."""
+        state = _position_state(self)
+        if type(self._seen) is not str or type(self._seen_old) is not str:
+            state = tuple(frozenset(v) if isinstance(v, set) else v for v in state)
+        return state
 
     def __setstate__(self, state: tuple) -> None:
         if len(state) == len(_SLOTS_V1):  # a snapshot from before the packed post-count deltas
@@ -242,6 +247,8 @@ class Position:
             state = tuple(old[name] for name in self.__slots__)
         for name, value in zip(self.__slots__, state, strict=True):
             setattr(self, name, value)
+        if isinstance(self._seen, frozenset):  # the current generation keeps growing
+            self._seen = set(self._seen)
 
     # -- writing ---------------------------------------------------------------------------
     def apply(self, event: InventoryEvent) -> Outcome:
@@ -328,6 +335,8 @@ class Position:
             self._keep_post_count([(t, d) for t, d in _PC_PAIR.iter_unpack(pc) if t >= horizon])
 
 
+_position_state = attrgetter(*Position.__slots__)
+
 #: ``Position.__slots__`` before the post-count deltas were packed (snapshots may still hold it).
 _SLOTS_V1 = (
     *Position.__slots__[: Position.__slots__.index("_post_count")],
@@ -352,6 +361,23 @@ class TransferMatcher:
         self.source_location: str | None = None
         self.pending_ins: list[tuple[str, int]] = []
         self.seen: set[str] = set()
+
+    def __getstate__(self) -> tuple:
+        """Plain immutable data: cheap to pickle, safe to hand out as a snapshot."""
+        return (self.source_location, tuple(self.pending_ins), frozenset(self.seen))
+
+    def __setstate__(self, state: tuple | tuple[None, dict]) -> None:
+        if len(state) == 2:  # the default slots pickle of earlier versions: (None, slots dict)
+            state = (state[1]["source_location"], state[1]["pending_ins"], state[1]["seen"])
+        self.source_location = state[0]
+        self.pending_ins, self.seen = list(state[1]), set(state[2])
+
+    @classmethod
+    def from_state(cls, state: tuple) -> TransferMatcher:
+        """The :class:`TransferMatcher` whose ``__getstate__()`` was ``state``."""
+        restored = cls.__new__(cls)
+        restored.__setstate__(state)
+        return restored
 
     def observe(self, event: InventoryEvent) -> list[TransitSettlement]:
         if event.event_id in self.seen or event.reference is None:
