@@ -354,7 +354,7 @@ def _fast_event(obj: Any) -> InventoryEvent | None:
     ):
         return None
     extra: dict[str, Any] = {}
-    if len(obj) > len(REQUIRED_FIELDS):
+    if len(obj) > len(REQUIRED_FIELDS) and not obj.keys() <= _KNOWN_FIELDS:
         extra = {k: v for k, v in obj.items() if k not in _KNOWN_FIELDS}
     return InventoryEvent(
         event_id,
