@@ -266,7 +266,10 @@ class Position:
                     continue  # the latest count already saw this unit move
                 if delta:
                     self._post_count += _PC_PAIR.pack(ts, delta)
-            self._add(attr, delta)
+            value = getattr(self, attr) + delta  # self._add, inlined on the hot path
+            setattr(self, attr, value)
+            if value < 0 and delta < 0:
+                self.anomalies += 1
         return Outcome.APPLIED
 
     def apply_settlement(self, settlement: TransitSettlement) -> Outcome:
@@ -312,7 +315,12 @@ class Position:
         old one and the older one is dropped. An id is therefore remembered for at least
         ``DEDUPE_HORIZON_S`` (and at most twice that) of the key's event-time progress.
         """
-        if _holds(self._seen, event_id) or _holds(self._seen_old, event_id):
+        seen, old = self._seen, self._seen_old
+        if type(seen) is str and type(old) is str and _SEP not in event_id:
+            needle = f"{_SEP}{event_id}{_SEP}"  # _holds for two blobs, one needle
+            if needle in seen or (old and needle in old):
+                return True
+        elif _holds(seen, event_id) or _holds(old, event_id):
             return True
         if ts > self.max_ts:
             self.max_ts = ts
