@@ -306,8 +306,8 @@ def memory_probe(kind: str, keys: int, profile: str) -> dict[str, Any]:
     out["rss_bytes_per_key"] = (after - before) / keys
     if kind == "keystate":
         sample = list(states.values())[:: max(1, keys // 10_000)]
-        # the ledger step's recovery snapshot is pickle((KeyState, held settlements))
-        sizes = [len(pickle.dumps((s, []))) for s in sample]
+        # the ledger step's recovery snapshot: pickle((KeyState state tuple, held settlements))
+        sizes = [len(pickle.dumps((s.__getstate__(), ()))) for s in sample]
         out["pickled_bytes_per_key"] = sum(sizes) / len(sizes)
     return out
 

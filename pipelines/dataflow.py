@@ -108,18 +108,25 @@ class PendingSettlement:
         return self.settlement.location
 
 
-class LedgerLogic(StatefulBatchLogic[Any, Any, bytes]):
+class LedgerLogic(StatefulBatchLogic[Any, Any, tuple | bytes]):
     """Per-key ledger + features.
 
-    State snapshots are the pickled ``(KeyState, held settlements)``; settlements are held until
-    the key has applied the ``transfer_out`` they settle (see module docstring).
+    State snapshots are ``(KeyState.__getstate__() | None, held settlements)``: plain immutable
+    data, built per key per epoch and pickled by the runtime only when recovery is on.
+    Settlements are held until the key has applied the ``transfer_out`` they settle (see module
+    docstring). Resumes from the pickled ``(KeyState, held)`` bytes of earlier versions too.
     """
 
-    def __init__(self, resume: bytes | None, emit: Emit) -> None:
+    def __init__(self, resume: tuple | bytes | None, emit: Emit) -> None:
         self.state: KeyState | None = None
         self.held: list[PendingSettlement] = []
-        if resume:
-            self.state, self.held = pickle.loads(resume)  # noqa: S301 - our own snapshot
+        if isinstance(resume, bytes):
+            if resume:
+                self.state, self.held = pickle.loads(resume)  # noqa: S301 - our own snapshot
+        elif resume is not None:
+            state, held = resume
+            self.state = None if state is None else KeyState.from_state(state)
+            self.held = list(held)
         self.emit = emit
 
     def on_batch(self, values: list[InventoryEvent | PendingSettlement]) -> tuple[list, bool]:
@@ -147,8 +154,9 @@ class LedgerLogic(StatefulBatchLogic[Any, Any, bytes]):
             return [pickle.dumps(self.state)], self.RETAIN
         return self._emit(self.state, changed)
 
-    def snapshot(self) -> bytes:
-        return pickle.dumps((self.state, self.held))
+    def snapshot(self) -> tuple:
+        state = self.state
+        return (None if state is None else state.__getstate__(), tuple(self.held))
 
     def _release(self, state: KeyState, force: bool) -> bool:
         """Apply the held settlements whose transfer_out is applied; True if any changed state."""
@@ -189,18 +197,24 @@ def _trigger(event: InventoryEvent | None) -> Trigger | None:
     return Trigger(event.event_id, event.occurred_ts, published)
 
 
-class MatcherLogic(StatefulBatchLogic[InventoryEvent, PendingSettlement, bytes]):
+class MatcherLogic(StatefulBatchLogic[InventoryEvent, PendingSettlement, tuple | bytes]):
     """Per sku|reference transfer matching (see :class:`TransferMatcher`).
 
     Also remembers the ``transfer_out`` (event id, time) its settlements wait for at the source
-    key. State snapshots are the pickled ``(TransferMatcher, (event id, time) | None)``.
+    key. State snapshots are ``(TransferMatcher.__getstate__(), (event id, time) | None)``,
+    plain immutable data; the pickled ``(TransferMatcher, ...)`` bytes of earlier versions resume
+    too.
     """
 
-    def __init__(self, resume: bytes | None) -> None:
+    def __init__(self, resume: tuple | bytes | None) -> None:
         self.matcher = TransferMatcher()
         self.transfer_out: tuple[str, float] | None = None
-        if resume:
-            self.matcher, self.transfer_out = pickle.loads(resume)  # noqa: S301 - our own
+        if isinstance(resume, bytes):
+            if resume:
+                self.matcher, self.transfer_out = pickle.loads(resume)  # noqa: S301 - our own
+        elif resume is not None:
+            matcher, self.transfer_out = resume
+            self.matcher = TransferMatcher.from_state(matcher)
 
     def on_batch(self, values: list[InventoryEvent]) -> tuple[list[PendingSettlement], bool]:
         out: list[PendingSettlement] = []
@@ -213,18 +227,40 @@ class MatcherLogic(StatefulBatchLogic[InventoryEvent, PendingSettlement, bytes])
                 out.extend(PendingSettlement(s, *self.transfer_out) for s in settlements)
         return out, self.RETAIN
 
-    def snapshot(self) -> bytes:
-        return pickle.dumps((self.matcher, self.transfer_out))
+    def snapshot(self) -> tuple:
+        return (self.matcher.__getstate__(), self.transfer_out)
 
 
-def _is_event(item: InventoryEvent | Rejection) -> TypeGuard[InventoryEvent]:
-    return isinstance(item, InventoryEvent)
+KeyedEvent = tuple[str, InventoryEvent]
 
 
-def _payload(item: Any) -> bytes | str:
-    """The raw event payload of a source item (a JSONL line or a Kafka message)."""
-    value = getattr(item, "value", item)
-    return b"" if value is None else value
+def parse_batch(items: list[Any]) -> list[KeyedEvent | Rejection]:
+    """Parse a batch of source items (JSONL lines or Kafka messages) in one call.
+
+    Blank payloads are skipped; each event comes out keyed ``("{sku}|{location}", event)``, each
+    rejected payload as its :class:`Rejection`, in input order. One Python call per batch rather
+    than several per item: per-item steps cost more than the parsing.
+    """
+    out: list[KeyedEvent | Rejection] = []
+    append = out.append
+    for item in items:
+        payload = getattr(item, "value", item)
+        if payload is None or not payload.strip():
+            continue
+        parsed = parse_event(payload)
+        if isinstance(parsed, InventoryEvent):
+            append((f"{parsed.sku}|{parsed.location}", parsed))
+        else:
+            append(parsed)
+    return out
+
+
+def _is_keyed_event(item: KeyedEvent | Rejection) -> TypeGuard[KeyedEvent]:
+    return type(item) is tuple
+
+
+def _is_keyed_transfer(item: KeyedEvent) -> bool:
+    return is_transfer(item[1])
 
 
 @dataclass(frozen=True)
@@ -249,17 +285,18 @@ def feature_streams(
     with their own steps and sinks.
     """
     raw = op.input("events", flow, source)
-    raw = op.filter("skip_blank", raw, lambda item: bool(_payload(item).strip()))
-    parsed = op.map("parse", raw, lambda item: parse_event(_payload(item)))
-    valid = op.branch("valid", parsed, _is_event)
-    events = valid.trues
-    transfers = op.filter("transfers", events, is_transfer)
+    parsed = op.flat_map_batch("parse", raw, parse_batch)
+    valid = op.branch("valid", parsed, _is_keyed_event)
+    events: Any = valid.trues  # keyed sku|location
+    # a branch, not a filter: bytewax runs its predicate without a Python shim per item
+    transfers = op.key_rm(
+        "transfer_events", op.branch("transfers", events, _is_keyed_transfer).trues
+    )
     by_ref = op.key_on("by_reference", transfers, lambda e: f"{e.sku}|{e.reference}")
     settled = op.stateful_batch("match_transfers", by_ref, lambda resume: MatcherLogic(resume))
-    settlements = op.key_rm("settlements", settled)
+    settlements = op.key_on("settlements", op.key_rm("settled", settled), lambda p: p.key)
 
-    merged: Any = op.merge("ledger_input", events, settlements)
-    keyed = op.key_on("by_key", merged, lambda x: x.key)
+    keyed: Any = op.merge("ledger_input", events, settlements)
     outputs = op.stateful_batch("ledger", keyed, lambda resume: LedgerLogic(resume, emit))
     return FeatureStreams(op.key_rm("outputs", outputs), valid.falses)
 

@@ -354,7 +354,7 @@ def _fast_event(obj: Any) -> InventoryEvent | None:
     ):
         return None
     extra: dict[str, Any] = {}
-    if len(obj) > len(REQUIRED_FIELDS):
+    if len(obj) > len(REQUIRED_FIELDS) and not obj.keys() <= _KNOWN_FIELDS:
         extra = {k: v for k, v in obj.items() if k not in _KNOWN_FIELDS}
     return InventoryEvent(
         event_id,
@@ -372,8 +372,74 @@ def _fast_event(obj: Any) -> InventoryEvent | None:
     )
 
 
+class _WireEvent(msgspec.Struct, forbid_unknown_fields=True):
+    """The common shape of a payload, decoded and type-checked by msgspec in one C call.
+
+    Timestamps stay strings (they are judged by the same ``_fast_ts`` as the dict path);
+    anything else (unknown fields, nulls, floats for quantity, ...) fails here and takes the
+    dict path, so this path only ever accepts what :func:`event_from_dict` accepts.
+    """
+
+    event_id: str
+    event_type: EventType
+    occurred_at: str
+    sku: str
+    location: str
+    quantity: int
+    source: Source
+    reference: str | None = None
+    reason: str | None = None
+    unit_price: int | float | None = None
+    published_at: str | None = None
+
+
+_wire_decoder = msgspec.json.Decoder(_WireEvent)
+
+
+def _wire_event(raw: bytes | str) -> InventoryEvent | None:
+    """The typed fast path of :func:`parse_event`; None sends the payload to the dict paths."""
+    try:
+        wire = _wire_decoder.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    event_type, q, sku, location = wire.event_type, wire.quantity, wire.sku, wire.location
+    if (
+        not wire.event_id
+        or not sku.strip()
+        or not location.strip()
+        or (q < 0 and event_type is not EventType.ADJUSTMENT)
+    ):
+        return None
+    occurred_at = _fast_ts(wire.occurred_at)
+    if occurred_at is None:
+        return None
+    published_at = None
+    if wire.published_at is not None:
+        published_at = _fast_ts(wire.published_at)
+        if published_at is None:
+            return None
+    unit_price = wire.unit_price
+    return InventoryEvent(
+        wire.event_id,
+        event_type,
+        occurred_at,
+        sku,
+        location,
+        q,
+        wire.source,
+        wire.reference,
+        wire.reason,
+        float(unit_price) if unit_price is not None else None,
+        published_at,
+        {},
+    )
+
+
 def parse_event(raw: bytes | str) -> InventoryEvent | Rejection:
     """Decode and validate one payload; never raises on bad input (see module docstring)."""
+    typed = _wire_event(raw)
+    if typed is not None:
+        return typed
     try:
         obj = _decoder.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:

@@ -22,6 +22,7 @@ import math
 import sys
 from array import array
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from pipelines.events import EventType, InventoryEvent
@@ -48,6 +49,8 @@ POS_INF = math.inf
 NAN = math.nan
 _SALE_TYPES = (EventType.SALE, EventType.FULFILLMENT)
 _RECEIPT_TYPES = (EventType.RECEIPT, EventType.TRANSFER_IN)
+#: Day-bucket counter types, narrowest first: one byte per counter until a counter outgrows it.
+_WIDER = {"B": "i", "i": "q"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +123,9 @@ FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 class Activity:
     """Event-time activity accumulators of one key (sales windows, recency, EWMA rate).
 
-    Day buckets are one int32 array of ``_SLOTS`` counters per UTC day, covering the days from
-    ``day0`` on: ~20 bytes a day instead of a dict of lists.
+    Day buckets are one typed array of ``_SLOTS`` counters per UTC day, covering the days from
+    ``day0`` on: unsigned bytes (5 bytes a day) until a counter outgrows them, then int32, then
+    int64 (see ``_bump``): exact, and a fraction of a dict of lists.
     """
 
     __slots__ = (
@@ -153,11 +157,18 @@ class Activity:
         self.pick_short_ts: tuple[float, ...] = ()
 
     def __getstate__(self) -> tuple:
-        return tuple(getattr(self, s) for s in self.__slots__)
+        # the counters travel as (typecode, bytes): pickling an array object costs ~10x more
+        state = _activity_state(self)
+        counts = state[1]
+        packed = None if counts is None else (counts.typecode, counts.tobytes())
+        return (state[0], packed, *state[2:])
 
     def __setstate__(self, state: tuple) -> None:
         for name, value in zip(self.__slots__, state, strict=True):
             setattr(self, name, value)
+        if type(self.counts) is tuple:  # (typecode, bytes); older snapshots hold the array
+            typecode, raw = self.counts
+            self.counts = array(typecode, raw)
 
     def observe(self, event: InventoryEvent) -> None:
         ts = event.occurred_ts
@@ -189,33 +200,43 @@ class Activity:
         slot = _SLOT_OF.get(etype)
         if slot is None:
             return
-        at = self._slot_base(ts)  # before reading self.counts: it may create the array
+        at = self._slot_base(ts)
+        if slot == _ADJ:
+            q = abs(q)
+        elif slot == _PICK_SHORT:
+            q = 1
+        self._bump(at + slot, q)
+        if etype is EventType.FULFILLMENT:
+            self._bump(at + _PICK_OK, 1)
+
+    def _bump(self, index: int, amount: int) -> None:
+        """counts[index] += amount, widening the counter type when the value outgrows it."""
         counts = self.counts
         assert counts is not None
-        if slot == _SALES:
-            counts[at + _SALES] += q
-            if etype is EventType.FULFILLMENT:
-                counts[at + _PICK_OK] += 1
-        elif slot == _ADJ:
-            counts[at + _ADJ] += abs(q)
-        elif slot == _PICK_SHORT:
-            counts[at + _PICK_SHORT] += 1
-        else:
-            counts[at + slot] += q
+        try:
+            counts[index] += amount
+        except OverflowError:
+            wider = _WIDER.get(counts.typecode)
+            if wider is None:
+                raise  # beyond int64 units in one day: no honest counter for that
+            self.counts = counts = array(wider, counts)
+            counts[index] += amount
 
     def _slot_base(self, ts: float) -> int:
         """Index of the first counter of ``ts``'s UTC day, growing the array as needed."""
         day = int(ts // DAY_S)
-        if self.counts is None:
-            self.day0, self.counts = day, array("i", bytes(4 * _SLOTS))
+        counts = self.counts
+        if counts is None:
+            self.day0, self.counts = day, array("B", bytes(_SLOTS))
             return 0
+        size = counts.itemsize * _SLOTS
         if day < self.day0:
-            self.counts = array("i", bytes(4 * _SLOTS * (self.day0 - day))) + self.counts
+            self.counts = counts = array(counts.typecode, bytes(size * (self.day0 - day))) + counts
             self.day0 = day
         offset = day - self.day0
-        missing = offset + 1 - len(self.counts) // _SLOTS
+        missing = offset + 1 - len(counts) // _SLOTS
         if missing > 0:
-            self.counts.frombytes(bytes(4 * _SLOTS * missing))
+            counts.frombytes(bytes(size * missing))
         return offset * _SLOTS
 
     def _prune(self) -> None:
@@ -263,6 +284,10 @@ class Activity:
         return total
 
 
+_activity_state = attrgetter(*Activity.__slots__)
+assert Activity.__slots__[1] == "counts"  # __getstate__ packs it
+
+
 def _hours(as_of: float, ts: float, fallback: float) -> float:
     ref = ts if ts > -math.inf else fallback
     if ref == math.inf:
@@ -284,10 +309,33 @@ class KeyState:
         self.duplicates = 0
 
     def __getstate__(self) -> tuple:
-        return (self.sku, self.location, self.position, self.activity, self.duplicates)
+        """The whole state as plain immutable data: ``(sku, location, duplicates, position
+        state, activity state)``. Pickles as one object; the stream's recovery snapshot."""
+        return (
+            self.sku,
+            self.location,
+            self.duplicates,
+            self.position.__getstate__(),
+            self.activity.__getstate__(),
+        )
 
     def __setstate__(self, state: tuple) -> None:
-        self.sku, self.location, self.position, self.activity, self.duplicates = state
+        if isinstance(state[2], Position):  # earlier layout: (sku, location, Position, Activity, n)
+            self.sku, self.location, self.position, self.activity, self.duplicates = state
+            return
+        sku, location, self.duplicates, position, activity = state
+        self.sku, self.location = sys.intern(sku), sys.intern(location)
+        self.position = Position.__new__(Position)
+        self.position.__setstate__(position)
+        self.activity = Activity.__new__(Activity)
+        self.activity.__setstate__(activity)
+
+    @classmethod
+    def from_state(cls, state: tuple) -> KeyState:
+        """The :class:`KeyState` whose ``__getstate__()`` was ``state``."""
+        restored = cls.__new__(cls)
+        restored.__setstate__(state)
+        return restored
 
     def apply(self, item: InventoryEvent | TransitSettlement) -> Outcome:
         """Apply an event (ledger, then features) or a transit settlement (ledger only).

@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import enum
 import math
-from array import array
+import struct
 from dataclasses import dataclass
+from operator import attrgetter
 
 from pipelines.events import EventType, InventoryEvent
 
@@ -46,7 +47,12 @@ DAY_S = 86_400.0
 DEDUPE_HORIZON_S = 7 * DAY_S
 COUNT_LATENESS_S = 14 * DAY_S
 NEG_INF = -math.inf  # one shared object: millions of keys start with it
-_EMPTY: frozenset[str] = frozenset()
+#: Separator of the event ids in a dedupe generation blob (see ``Position._remember``).
+_SEP = "\x00"
+#: A generation blob longer than this (characters) becomes a set: lookups stay O(1) on hot keys.
+BLOB_MAX_CHARS = 1024
+#: One on-hand delta after the latest count: (occurred_ts as a double, delta as an int64).
+_PC_PAIR = struct.Struct("<dq")
 
 
 class Bucket(enum.StrEnum):
@@ -121,6 +127,32 @@ def deltas_for(event: InventoryEvent) -> dict[Bucket, int]:
     return {Bucket(attr): sign * q for attr, sign in rows}
 
 
+def _holds(ids: str | set[str], event_id: str) -> bool:
+    """True if ``event_id`` is in one dedupe generation (a blob or a set, see ``_with``)."""
+    if type(ids) is str:
+        # an id containing the separator is never stored in a blob (it would be ambiguous)
+        return bool(ids) and f"{_SEP}{event_id}{_SEP}" in ids and _SEP not in event_id
+    return event_id in ids
+
+
+def _with(ids: str | set[str], event_id: str) -> str | set[str]:
+    """The generation ``ids`` with ``event_id`` added (not already in it).
+
+    A generation starts as a blob, ``"\\0id1\\0id2\\0"``: ~1 byte per character of the ids
+    instead of a string object and a hash-table slot per id (a set of 5 ids costs ~1 KB).
+    It becomes a ``set`` when longer than ``BLOB_MAX_CHARS`` or when an id contains the
+    separator. Exact either way: nothing is hashed or truncated.
+    """
+    if isinstance(ids, set):
+        ids.add(event_id)
+        return ids
+    if len(ids) <= BLOB_MAX_CHARS and _SEP not in event_id:
+        return f"{ids or _SEP}{event_id}{_SEP}"
+    grown = set(ids[1:-1].split(_SEP)) if ids else set()
+    grown.add(event_id)
+    return grown
+
+
 @dataclass(frozen=True, slots=True)
 class TransitSettlement:
     """Units confirmed received at a transfer's destination: in-transit −q at the source."""
@@ -140,8 +172,9 @@ class Position:
     """Ledger state of one (sku, location). Mutable; small in memory and in its pickle.
 
     Memory layout (one of these per key, millions per process): plain ints for the buckets,
-    on-hand deltas after the latest count in two typed arrays, and event ids in two generations
-    of sets (see ``_remember``) instead of an id → time map.
+    on-hand deltas after the latest count in two typed arrays (``None`` while there are none),
+    and event ids in two generations (see ``_remember``), each a compact string blob until it
+    grows large (see ``_with``), instead of an id → time map.
     """
 
     __slots__ = (
@@ -159,8 +192,7 @@ class Position:
         "abs_variance_sum",
         "anomalies",
         "max_ts",
-        "_pc_ts",
-        "_pc_delta",
+        "_post_count",
         "_seen",
         "_seen_old",
         "_generation_ts",
@@ -181,12 +213,12 @@ class Position:
         self.abs_variance_sum = 0
         self.anomalies = 0
         self.max_ts = NEG_INF
-        # on-hand deltas of events that occurred after the latest count, in arrival order
-        self._pc_ts = array("d")
-        self._pc_delta = array("q")
-        # event ids seen in the current and the previous dedupe generation
-        self._seen: set[str] = set()
-        self._seen_old: frozenset[str] | set[str] = _EMPTY
+        # on-hand deltas of events that occurred after the latest count, in arrival order,
+        # packed as ``_PC_PAIR`` records: 16 bytes each, nothing while there are none
+        self._post_count = b""
+        # event ids seen in the current and the previous dedupe generation (see ``_with``)
+        self._seen: str | set[str] = ""
+        self._seen_old: str | set[str] = ""
         self._generation_ts = NEG_INF
 
     # -- reading ---------------------------------------------------------------------------
@@ -198,14 +230,25 @@ class Position:
         return {b.value: getattr(self, b.value) for b in Bucket}
 
     def has_seen(self, event_id: str) -> bool:
-        return event_id in self._seen or event_id in self._seen_old
+        return _holds(self._seen, event_id) or _holds(self._seen_old, event_id)
 
     def __getstate__(self) -> tuple:
-        return tuple(getattr(self, s) for s in self.__slots__)
+        """Plain immutable data (sets frozen): cheap to pickle, safe to hand out as a snapshot."""
+        state = _position_state(self)
+        if type(self._seen) is not str or type(self._seen_old) is not str:
+            state = tuple(frozenset(v) if isinstance(v, set) else v for v in state)
+        return state
 
     def __setstate__(self, state: tuple) -> None:
+        if len(state) == len(_SLOTS_V1):  # a snapshot from before the packed post-count deltas
+            old = dict(zip(_SLOTS_V1, state, strict=True))
+            pairs = zip(old.pop("_pc_ts"), old.pop("_pc_delta"), strict=True)
+            old["_post_count"] = b"".join(_PC_PAIR.pack(t, d) for t, d in pairs)
+            state = tuple(old[name] for name in self.__slots__)
         for name, value in zip(self.__slots__, state, strict=True):
             setattr(self, name, value)
+        if isinstance(self._seen, frozenset):  # the current generation keeps growing
+            self._seen = set(self._seen)
 
     # -- writing ---------------------------------------------------------------------------
     def apply(self, event: InventoryEvent) -> Outcome:
@@ -222,9 +265,11 @@ class Position:
                 if ts <= self.count_ts:
                     continue  # the latest count already saw this unit move
                 if delta:
-                    self._pc_ts.append(ts)
-                    self._pc_delta.append(delta)
-            self._add(attr, delta)
+                    self._post_count += _PC_PAIR.pack(ts, delta)
+            value = getattr(self, attr) + delta  # self._add, inlined on the hot path
+            setattr(self, attr, value)
+            if value < 0 and delta < 0:
+                self.anomalies += 1
         return Outcome.APPLIED
 
     def apply_settlement(self, settlement: TransitSettlement) -> Outcome:
@@ -237,9 +282,9 @@ class Position:
     def _apply_count(self, ts: float, counted: int) -> Outcome:
         if ts <= self.count_ts:
             return Outcome.STALE_COUNT
-        keep = [i for i, t in enumerate(self._pc_ts) if t > ts]
-        after = sum(self._pc_delta[i] for i in keep)
-        is_opening = self.count_ts == NEG_INF and not self._pc_ts
+        keep = [(t, d) for t, d in _PC_PAIR.iter_unpack(self._post_count) if t > ts]
+        after = sum(d for _, d in keep)
+        is_opening = self.count_ts == NEG_INF and not self._post_count
         if not is_opening:
             variance = counted - (self.on_hand - after)
             self.last_count_variance = variance
@@ -252,10 +297,9 @@ class Position:
             self.anomalies += 1
         return Outcome.APPLIED
 
-    def _keep_post_count(self, keep: list[int]) -> None:
-        if len(keep) != len(self._pc_ts):
-            self._pc_ts = array("d", (self._pc_ts[i] for i in keep))
-            self._pc_delta = array("q", (self._pc_delta[i] for i in keep))
+    def _keep_post_count(self, keep: list[tuple[float, int]]) -> None:
+        if len(keep) * _PC_PAIR.size != len(self._post_count):
+            self._post_count = b"".join(_PC_PAIR.pack(t, d) for t, d in keep)
 
     def _add(self, attr: str, delta: int) -> None:
         value = getattr(self, attr) + delta
@@ -271,7 +315,12 @@ class Position:
         old one and the older one is dropped. An id is therefore remembered for at least
         ``DEDUPE_HORIZON_S`` (and at most twice that) of the key's event-time progress.
         """
-        if event_id in self._seen or event_id in self._seen_old:
+        seen, old = self._seen, self._seen_old
+        if type(seen) is str and type(old) is str and _SEP not in event_id:
+            needle = f"{_SEP}{event_id}{_SEP}"  # _holds for two blobs, one needle
+            if needle in seen or (old and needle in old):
+                return True
+        elif _holds(seen, event_id) or _holds(old, event_id):
             return True
         if ts > self.max_ts:
             self.max_ts = ts
@@ -279,18 +328,30 @@ class Position:
                 self._generation_ts = ts
             elif ts - self._generation_ts >= DEDUPE_HORIZON_S:
                 self._rotate()
-        self._seen.add(event_id)
+        self._seen = _with(self._seen, event_id)
         return False
 
     def _rotate(self) -> None:
         self._seen_old = self._seen
-        self._seen = set()
+        self._seen = ""
         self._generation_ts = self.max_ts
         horizon = self.max_ts - COUNT_LATENESS_S
-        if self._pc_ts and self._pc_ts[0] < horizon:
+        pc = self._post_count
+        if pc and _PC_PAIR.unpack_from(pc)[0] < horizon:
             # Forget old deltas (on_hand already includes them): a count older than the horizon
             # then treats them as seen by the count, i.e. it applies as of the horizon.
-            self._keep_post_count([i for i, t in enumerate(self._pc_ts) if t >= horizon])
+            self._keep_post_count([(t, d) for t, d in _PC_PAIR.iter_unpack(pc) if t >= horizon])
+
+
+_position_state = attrgetter(*Position.__slots__)
+
+#: ``Position.__slots__`` before the post-count deltas were packed (snapshots may still hold it).
+_SLOTS_V1 = (
+    *Position.__slots__[: Position.__slots__.index("_post_count")],
+    "_pc_ts",
+    "_pc_delta",
+    *Position.__slots__[Position.__slots__.index("_post_count") + 1 :],
+)
 
 
 class TransferMatcher:
@@ -308,6 +369,23 @@ class TransferMatcher:
         self.source_location: str | None = None
         self.pending_ins: list[tuple[str, int]] = []
         self.seen: set[str] = set()
+
+    def __getstate__(self) -> tuple:
+        """Plain immutable data: cheap to pickle, safe to hand out as a snapshot."""
+        return (self.source_location, tuple(self.pending_ins), frozenset(self.seen))
+
+    def __setstate__(self, state: tuple | tuple[None, dict]) -> None:
+        if len(state) == 2:  # the default slots pickle of earlier versions: (None, slots dict)
+            state = (state[1]["source_location"], state[1]["pending_ins"], state[1]["seen"])
+        self.source_location = state[0]
+        self.pending_ins, self.seen = list(state[1]), set(state[2])
+
+    @classmethod
+    def from_state(cls, state: tuple) -> TransferMatcher:
+        """The :class:`TransferMatcher` whose ``__getstate__()`` was ``state``."""
+        restored = cls.__new__(cls)
+        restored.__setstate__(state)
+        return restored
 
     def observe(self, event: InventoryEvent) -> list[TransitSettlement]:
         if event.event_id in self.seen or event.reference is None:

@@ -160,3 +160,68 @@ def test_resume_after_abort_equals_uninterrupted_run(world, tmp_path):
     run_main(flow, epoch_interval=timedelta(0), recovery_config=recovery)
     resumed = table(final_states(out))
     pd.testing.assert_frame_equal(resumed, replay_file(world).feature_table(), check_exact=True)
+
+
+class _AsPickledBefore:
+    """Pickles like an object of ``cls`` with the ``state`` the earlier layouts wrote."""
+
+    def __init__(self, cls, state):
+        self.cls, self.state = cls, state
+
+    def __reduce__(self):
+        # what NEWOBJ + BUILD did: cls.__new__(cls), then __setstate__(state)
+        return (object.__new__, (self.cls,), self.state)
+
+
+def test_resume_from_snapshots_of_the_earlier_layout():
+    """Recovery stores written before the flat snapshots (pickled objects) still resume."""
+    from array import array
+
+    from pipelines.dataflow import LedgerLogic, MatcherLogic
+    from pipelines.events import parse_event
+    from pipelines.features import Activity
+    from pipelines.ledger import _SLOTS_V1, Position, TransferMatcher
+
+    events = [parse_event(line) for line in [
+        b'{"event_id":"o","event_type":"cycle_count","occurred_at":"2026-03-01T00:00:00Z",'
+        b'"sku":"A","location":"S1","quantity":9,"source":"erp"}',
+        b'{"event_id":"s","event_type":"sale","occurred_at":"2026-03-01T05:00:00Z",'
+        b'"sku":"A","location":"S1","quantity":2,"source":"pos","unit_price":3.0}',
+    ]]  # fmt: skip
+    state = KeyState("A", "S1")
+    for event in events:
+        state.apply(event)
+    pos = dict(zip(Position.__slots__, state.position.__getstate__(), strict=True))
+    pos.update(_pc_ts=array("d", [events[1].occurred_ts]), _pc_delta=array("q", [-2]))
+    pos["_seen"] = {"o", "s"}
+    act = list(state.activity.__getstate__())
+    act[1] = array("i", array(*act[1]))  # the counters were an int32 array
+    old_state = (
+        "A",
+        "S1",
+        _AsPickledBefore(Position, tuple(pos[name] for name in _SLOTS_V1)),
+        _AsPickledBefore(Activity, tuple(act)),
+        0,
+    )
+    blob = pickle.dumps((_AsPickledBefore(KeyState, old_state), []))
+    resumed = LedgerLogic(blob, "final")
+    assert resumed.state is not None
+    as_of = events[1].occurred_ts
+    assert resumed.state.snapshot(as_of) == state.snapshot(as_of)
+    resumed.on_batch(events)  # both remembered: duplicates
+    assert resumed.state.duplicates == 2
+    # and the new snapshots round-trip through pickle as the runtime does it
+    again = LedgerLogic(pickle.loads(pickle.dumps(resumed.snapshot())), "final")
+    assert again.state is not None and again.state.__getstate__() == resumed.state.__getstate__()
+
+    matcher = TransferMatcher()
+    matcher.pending_ins.append(("in-1", 4))
+    matcher.seen.add("in-1")
+    old_matcher = _AsPickledBefore(
+        TransferMatcher, (None, {"source_location": None, "pending_ins": [("in-1", 4)],
+                                 "seen": {"in-1"}}),
+    )  # fmt: skip
+    logic = MatcherLogic(pickle.dumps((old_matcher, None)))
+    assert logic.matcher.__getstate__() == matcher.__getstate__()
+    logic = MatcherLogic(pickle.loads(pickle.dumps(logic.snapshot())))
+    assert logic.matcher.__getstate__() == matcher.__getstate__()

@@ -180,3 +180,28 @@ def test_fast_path_agrees_with_careful_path(overrides, start_from_good):
         careful = None
     if fast is not None:
         assert careful == fast
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from([*GOOD, "reference", "reason", "unit_price", "published_at", "x"]),
+        _values,
+    ),
+    st.booleans(),
+)
+def test_typed_path_agrees_with_careful_path(overrides, start_from_good):
+    import json
+
+    from pipelines.events import _wire_event
+
+    obj = {**GOOD, **overrides} if start_from_good else overrides
+    typed = _wire_event(json.dumps(obj).encode())
+    try:
+        careful = event_from_dict(obj)
+    except _Invalid:
+        careful = None
+    if typed is not None:
+        assert careful == typed
+    if careful is not None and not careful.extra and type(obj.get("quantity")) is int:
+        assert typed == careful  # the common shape always takes the typed path

@@ -132,3 +132,21 @@ def test_no_derived_duration_is_negative(spec, as_of_hours):
     assert snap["expected_sales_since_last_sale"] >= 0
     assert 0 <= snap["zero_sales_probability"] <= 1
     assert snap["ewma_daily_sales"] >= 0 and snap["days_of_cover"] >= 0
+
+
+def test_day_counters_widen_without_losing_units():
+    # counters start one byte wide; a busy day must widen them, not wrap or raise
+    big = 2**40
+    events = [ev("c", "cycle_count", 0, 0), ev("a", "adjustment", -3, 1, reason="theft")]
+    events += [ev(f"s{i}", "sale", 200, 2 + i) for i in range(3)]  # 600 units: past a byte
+    events += [ev("r", "return", big, 6), ev("old", "sale", 7, -30)]  # and a day before day0
+    snap = state_with(events).snapshot(T0.timestamp() + 12 * HOUR)
+    assert snap["sales_1d"] == 600
+    assert snap["sales_7d"] == 607
+    assert snap["returns_28d"] == big
+    assert snap["adjustments_28d"] == 3
+    state = state_with(events)
+    clone = pickle.loads(pickle.dumps(state))
+    assert clone.snapshot(T0.timestamp() + DAY_S) == pytest.approx(
+        state.snapshot(T0.timestamp() + DAY_S), nan_ok=True
+    )

@@ -213,3 +213,58 @@ def test_atp_is_never_negative(events):
         book.apply(e)
         for pos in book.positions.values():
             assert pos.available_to_promise() >= 0
+
+
+# --- dedupe memory: compact generations must stay exact ---------------------------------------
+
+_AWKWARD_IDS = ["a", "ab", "b", "a\x00b", "\x00", "b\x00", "", "é-1", "a" * 300]
+
+
+def _remembered(pos, event_id):
+    return pos.apply(ev(event_id, "reservation", 1, 0)) is Outcome.DUPLICATE
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(_AWKWARD_IDS) | st.text(max_size=6), max_size=40),
+    st.lists(st.sampled_from(_AWKWARD_IDS) | st.text(max_size=6), max_size=20),
+)
+def test_dedupe_is_exact_for_any_ids(stored, probes):
+    # prefixes, separators inside ids, empty and long ids, and generations that outgrow a blob
+    pos = Position()
+    for eid in stored:
+        pos.apply(ev(eid, "reservation", 1, 0))
+    assert pos.reserved == len(set(stored))
+    for eid in probes:
+        assert pos.has_seen(eid) == (eid in stored)
+
+
+def test_dedupe_generation_grows_from_blob_to_set_and_rotates():
+    pos = Position()
+    ids = [f"id-{i:05d}" for i in range(300)]  # well past the blob limit
+    for i, eid in enumerate(ids):
+        pos.apply(ev(eid, "sale", 1, i * 0.01))
+    assert all(_remembered(pos, eid) for eid in ids)
+    pos.apply(ev("next-week", "sale", 1, 8 * 24))  # rotates: the ids become the old generation
+    assert _remembered(pos, ids[0]) and _remembered(pos, "next-week")
+    pos.apply(ev("week-after", "sale", 1, 16 * 24))  # rotates again: the first ids are forgotten
+    assert not pos.has_seen(ids[0]) and pos.has_seen("next-week")
+
+
+def test_snapshot_of_the_unpacked_layout_still_loads():
+    # recovery stores may hold Positions pickled before the post-count deltas were packed
+    from array import array
+
+    from pipelines.ledger import _SLOTS_V1
+
+    pos = Position()
+    for e in [ev("o", "cycle_count", 10, 0), ev("s1", "sale", 2, 5), ev("r", "receipt", 4, 6)]:
+        pos.apply(e)
+    current = dict(zip(Position.__slots__, pos.__getstate__(), strict=True))
+    current["_pc_ts"] = array("d", [T0.timestamp() + 5 * 3600, T0.timestamp() + 6 * 3600])
+    current["_pc_delta"] = array("q", [-2, 4])
+    old = Position.__new__(Position)
+    old.__setstate__(tuple(current[name] for name in _SLOTS_V1))
+    assert old.__getstate__() == pos.__getstate__()
+    old.apply(ev("c", "cycle_count", 3, 5.5))  # as of 5.5 h: the receipt at 6 h still applies
+    assert old.on_hand == 7 and old.has_seen("s1")
