@@ -69,6 +69,56 @@ TEMPLATES: dict[str, Callable[[pd.Series], str]] = {
     "returns_28d": lambda r: f"{r['returns_28d']:.0f} units returned in 28 days",
     "adjustments_28d": lambda r: f"{r['adjustments_28d']:.0f} units adjusted in 28 days",
     "ledger_anomalies": lambda r: f"{r['ledger_anomalies']:.0f} moves drove the record negative",
+    # derived features (models.derived)
+    "rate_28d": lambda r: f"selling {r['rate_28d']:.2f} units a day over 28 days",
+    "silent_hours": lambda r: f"no sale, receipt or count for {_days(r['silent_hours'])}",
+    "expected_silent_sales_28d": lambda r: (
+        f"no sale, receipt or count for {_days(r['silent_hours'])} where the 28-day rate "
+        f"expected {r['expected_silent_sales_28d']:.1f} units"
+    ),
+    "selling_rate_28d": lambda r: (
+        f"sold {r['selling_rate_28d']:.2f} units a day before the sales stopped"
+    ),
+    "expected_silent_sales_selling": lambda r: (
+        f"no sale, receipt or count for {_days(r['silent_hours'])} where "
+        f"{r['expected_silent_sales_selling']:.1f} units would have sold at the earlier pace"
+    ),
+    "silent_zero_sales_probability": lambda r: (
+        f"at most a {r['silent_zero_sales_probability']:.0%} chance of this silence if the "
+        "shelf had stock"
+    ),
+    "open_pick_short_no_receipt": lambda r: (
+        "a pick failed (shelf empty) and nothing was received since"
+        if r["open_pick_short_no_receipt"] > 0
+        else "no unanswered pick failure"
+    ),
+    "sale_after_pick_short": lambda r: (
+        "sold again after the last pick failure"
+        if r["sale_after_pick_short"] > 0
+        else "no sale since the last pick failure"
+        if r["pick_shorts_since_count"] > 0
+        else "no pick failure since the last count"
+    ),
+    "on_hand_per_daily_sale": lambda r: (
+        f"the record covers {r['on_hand_per_daily_sale']:.1f} days at the 28-day rate"
+    ),
+    "atp_per_daily_sale": lambda r: (
+        f"promisable stock covers {r['atp_per_daily_sale']:.1f} days at the 28-day rate"
+    ),
+    "sales_trend_7d_28d": lambda r: (
+        f"last week sold at {r['sales_trend_7d_28d']:.1f}× the 28-day pace"
+    ),
+    "ewma_vs_28d_rate": lambda r: (
+        f"the recent sales rate is {r['ewma_vs_28d_rate']:.1f}× the 28-day rate"
+    ),
+    "expected_sales_since_count": lambda r: (
+        f"about {r['expected_sales_since_count']:.1f} units of demand since the last count"
+    ),
+    "receipt_after_count": lambda r: (
+        "a delivery was booked after the last count and never checked"
+        if r["receipt_after_count"] > 0
+        else "counted after the last delivery"
+    ),
 }
 
 

@@ -19,6 +19,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from models.derived import with_derived
 from models.explain import Reason, explain_rows
 from models.spec import SPECS, ModelSpec
 
@@ -48,11 +49,17 @@ class RiskModel:
     #: a sample of the training-time feature distribution, the drift reference
     reference: pd.DataFrame | None = None
 
-    def matrix(self, features: pd.DataFrame) -> np.ndarray:
-        missing = [f for f in self.spec.features if f not in features.columns]
+    def inputs(self, features: pd.DataFrame) -> pd.DataFrame:
+        """``features`` (snapshot rows) with the derived columns the spec needs added: the one
+        place they are computed for training, scoring, the stream and drift."""
+        missing = [f for f in self.spec.inputs if f not in features.columns]
         if missing:
             raise KeyError(f"feature columns missing for {self.spec.name}: {missing}")
-        return np.ascontiguousarray(features.loc[:, list(self.spec.features)].to_numpy(np.float64))
+        return with_derived(features) if self.spec.uses_derived else features
+
+    def matrix(self, features: pd.DataFrame) -> np.ndarray:
+        frame = self.inputs(features)
+        return np.ascontiguousarray(frame.loc[:, list(self.spec.features)].to_numpy(np.float64))
 
     def raw(self, features: pd.DataFrame, num_threads: int = 0) -> np.ndarray:
         """Uncalibrated probabilities. ``num_threads``: LightGBM's (0 = its default, all cores);
@@ -67,11 +74,12 @@ class RiskModel:
     def explain(
         self, features: pd.DataFrame, top_k: int = 3, num_threads: int = 0
     ) -> list[list[Reason]]:
-        matrix = self.matrix(features)
+        frame = self.inputs(features)
+        matrix = self.matrix(frame)
         contrib = np.asarray(
             self.booster.predict(matrix, pred_contrib=True, num_threads=num_threads)
         )
-        return explain_rows(contrib, features.reset_index(drop=True), self.spec.features, top_k)
+        return explain_rows(contrib, frame.reset_index(drop=True), self.spec.features, top_k)
 
     # -- files ------------------------------------------------------------------------------
     def save(self, directory: Path) -> Path:

@@ -53,7 +53,8 @@ def recent_window(events: Path, days: int) -> pd.DataFrame:
 
 def with_predictions(frame: pd.DataFrame, phantom: RiskModel, stockout: RiskModel) -> pd.DataFrame:
     cols = list(dict.fromkeys([*phantom.spec.features, *stockout.spec.features]))
-    out = frame.loc[:, cols].astype("float64").copy()
+    inputs = stockout.inputs(phantom.inputs(frame))  # snapshot + derived columns
+    out = inputs.loc[:, cols].astype("float64").copy()
     out["phantom_score"] = phantom.predict(frame)
     out["stockout_score"] = stockout.predict(frame)
     return out

@@ -5,7 +5,9 @@
 - imbalance: LightGBM ``scale_pos_weight`` = negatives / positives on the training split;
 - calibration: isotonic regression of the raw probability on the validation split, so a
   calibrated 0.8 means about 80 % (checked on held-out worlds by the Brier score and the
-  calibration plot).
+  calibration plot);
+- inputs: the snapshot columns plus :mod:`models.derived`, computed by the same function the
+  scorer calls (:meth:`~models.scorer.RiskModel.inputs`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from models.derived import with_derived
 from models.scorer import Calibration, RiskModel
 from models.spec import ModelSpec
 from training.dataset import day_index
@@ -76,6 +79,8 @@ def fit_models(
     train: pd.DataFrame, valid: pd.DataFrame, spec: ModelSpec, version: str = "dev"
 ) -> FittedModels:
     features = list(spec.features)
+    if spec.uses_derived:  # the scorer computes them the same way (RiskModel.inputs)
+        train, valid = with_derived(train), with_derived(valid)
     y_tr = train[spec.label].to_numpy().astype(int)
     y_va = valid[spec.label].to_numpy().astype(int)
     pos = max(int(y_tr.sum()), 1)
@@ -117,5 +122,6 @@ def fit_models(
 
 
 def logistic_scores(fitted: FittedModels, frame: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
-    raw = fitted.logistic.predict_proba(frame[list(spec.features)].to_numpy(np.float64))[:, 1]  # type: ignore[attr-defined]
+    matrix = fitted.model.matrix(frame)
+    raw = fitted.logistic.predict_proba(matrix)[:, 1]  # type: ignore[attr-defined]
     return fitted.logistic_calibration(raw)

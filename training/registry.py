@@ -81,8 +81,11 @@ class GateResult:
 
 
 def log_model(model: RiskModel, sample: pd.DataFrame) -> str:
-    """Log ``model`` in the active run, register it; return the new version number."""
-    features = sample.loc[:, list(model.spec.features)].astype("float64")
+    """Log ``model`` in the active run, register it; return the new version number.
+
+    The signature's inputs are the snapshot columns (``spec.inputs``); derived columns are the
+    model's own business (:meth:`RiskModel.inputs`)."""
+    features = sample.loc[:, list(model.spec.inputs)].astype("float64")
     signature = infer_signature(features, model.predict(features))
     with tempfile.TemporaryDirectory() as tmp:
         model.save(Path(tmp) / "scorer")

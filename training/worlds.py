@@ -1,9 +1,10 @@
 """The simulated worlds models are trained and judged on.
 
 Training worlds vary the mechanisms' parameters (shrink, misplacement, counting, demand, delivery
-scenarios) so the models learn mechanisms rather than one world's constants. Held-out worlds use
-other seeds and *shifted* parameters — more shrink, another store count, a promotion storm, a POS
-outage — and are never seen in training.
+scenarios) so the models learn mechanisms rather than one world's constants: five hand-made worlds
+that each stress one mechanism, plus ten worlds drawn (seeded) from broad ranges of every rate
+(:func:`sampled_worlds`). Held-out worlds use other seeds and *shifted* parameters — more shrink,
+another store count, a promotion storm, a POS outage — and are never seen in training.
 """
 
 from __future__ import annotations
