@@ -405,6 +405,69 @@ def register_packaged(
     _print_summary("registry", {f"{k}@champion": f"v{v}" for k, v in champions.items()})
 
 
+models_app = typer.Typer(
+    help="Registered model versions: list, promote or roll back the champion.",
+    no_args_is_help=True,
+)
+app.add_typer(models_app, name="models")
+TrackingUri = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)"),
+]
+
+
+@models_app.command("list")
+def models_list(tracking_uri: TrackingUri = None) -> None:
+    """Every version of both models, newest first: aliases, holdout AP at the gate, verdict."""
+    from datetime import UTC, datetime
+
+    from training.registry import MODEL_NAMES, list_versions
+
+    table = Table(title="registered models")
+    for column in ("model", "version", "aliases", "registered (UTC)", "holdout AP", "verdict"):
+        table.add_column(column)
+    for name in MODEL_NAMES:
+        for v in list_versions(name, tracking_uri):
+            when = datetime.fromtimestamp(v.created_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+            table.add_row(name, v.version, ", ".join(v.aliases), when, v.holdout_ap, v.verdict[:80])
+    console.print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    name: Annotated[str, typer.Argument(help="phantom-inventory or stockout-risk")],
+    version: Annotated[str, typer.Argument(help="The version to make champion")],
+    reason: Annotated[str, typer.Option(help="Why (kept as a tag on the version)")],
+    by: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Who moves it (default: $USER)"),
+    ] = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Move the champion alias by hand: promote past the gate, or roll back to an earlier
+    version. The streaming scorer switches at its next registry poll, without a restart."""
+    import os
+    from datetime import UTC, datetime
+
+    from training.registry import promote
+
+    who = by or os.environ.get("USER") or "unknown"
+    try:
+        done = promote(name, version, who, reason, datetime.now(UTC).isoformat(), tracking_uri)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    _print_summary(
+        "models promote",
+        {
+            "model": name,
+            "champion": f"v{done.version}",
+            "previous champion": f"v{done.previous}" if done.previous else "none",
+            "changed": "yes" if done.changed else "no (it already was)",
+            "by": who,
+        },
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Approval service (issue 5): serve, users, alerts, audit. Settings come from SHELFGUARD_* env
 # vars (serving/settings.py); --database-url overrides SHELFGUARD_DATABASE_URL.

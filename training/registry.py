@@ -195,6 +195,109 @@ def register_packaged(tracking_uri: str | None = None) -> dict[str, str]:
     return champions
 
 
+MODEL_NAMES = ("phantom-inventory", "stockout-risk")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One registered version as a data scientist compares them (``shelfguard models list``)."""
+
+    name: str
+    version: str
+    aliases: tuple[str, ...]
+    created_ms: int
+    run_id: str | None
+    holdout_ap: str  # the gate's challenger AP when trained here; "" for packaged/imported
+    verdict: str
+
+
+def list_versions(name: str, tracking_uri: str | None = None) -> list[VersionInfo]:
+    """Every version of ``name``, newest first, with its aliases and gate verdict."""
+    _check_name(name)
+    configure(tracking_uri)
+    client = MlflowClient()
+    try:
+        alias_map = client.get_registered_model(name).aliases or {}
+    except MlflowException:
+        return []  # not registered yet
+    aliases: dict[str, list[str]] = {}
+    for alias, version in alias_map.items():
+        aliases.setdefault(str(version), []).append(alias)
+    rows = []
+    for mv in client.search_model_versions(f"name='{name}'"):
+        rows.append(
+            VersionInfo(
+                name,
+                str(mv.version),
+                tuple(sorted(aliases.get(str(mv.version), []))),
+                int(mv.creation_timestamp or 0),
+                mv.run_id,
+                mv.tags.get("gate.challenger_ap", ""),
+                mv.tags.get("promotion.reason")
+                and f"promoted by {mv.tags.get('promotion.by')}: {mv.tags['promotion.reason']}"
+                or mv.tags.get("gate.verdict", ""),
+            )
+        )
+    return sorted(rows, key=lambda r: int(r.version), reverse=True)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    name: str
+    version: str
+    previous: str | None
+
+    @property
+    def changed(self) -> bool:
+        return self.previous != self.version
+
+
+def promote(
+    name: str,
+    version: str,
+    by: str,
+    reason: str,
+    now_iso: str,
+    tracking_uri: str | None = None,
+) -> Promotion:
+    """Move ``champion`` to ``version`` by hand (a promotion past the gate, or a rollback to an
+    earlier version), recording who, why, when and the previous champion as version tags. The
+    streaming scorer picks the new champion up at its next poll. Refuses unknown names and
+    versions and an empty reason."""
+    _check_name(name)
+    if not reason.strip():
+        raise ValueError("a reason is required to move the champion by hand")
+    if not by.strip():
+        raise ValueError("say who moves the champion (--by)")
+    configure(tracking_uri)
+    client = MlflowClient()
+    try:
+        client.get_model_version(name, version)
+    except MlflowException:
+        known = ", ".join(v.version for v in list_versions(name, tracking_uri)) or "none"
+        raise ValueError(f"{name} has no version {version!r} (versions: {known})") from None
+    previous = champion_version(name)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    tags = {
+        "promotion.by": by,
+        "promotion.reason": reason.strip(),
+        "promotion.at": now_iso,
+        "promotion.previous_champion": previous or "",
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    if previous is not None and previous != version:
+        client.set_model_version_tag(name, previous, "demoted.at", now_iso)
+        client.set_model_version_tag(name, previous, "demoted.by", by)
+        client.set_model_version_tag(name, previous, "demoted.for_version", version)
+    return Promotion(name, version, previous)
+
+
+def _check_name(name: str) -> None:
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; registered names are {', '.join(MODEL_NAMES)}")
+
+
 class RegistryChampions:
     """The ``champion`` alias of the registry at ``tracking_uri``, for the streaming scorer's
     hot reload (:class:`models.stream_scoring.ChampionRegistry`).

@@ -89,3 +89,48 @@ def test_register_packaged_sets_champions_once(tmp_path):
     client = MlflowClient(uri, uri)
     version = client.get_model_version_by_alias("stockout-risk", "champion")
     assert version.tags["packaged.model_sha"]
+
+
+def test_promote_by_hand_and_roll_back(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    registry.register_packaged(uri)
+    name = "stockout-risk"
+    model = registry.load_registered(f"models:/{name}@champion")
+    with mlflow.start_run(run_name="candidate"):
+        v2 = registry.log_model(model, pd.DataFrame(model.reference))
+    client = MlflowClient(uri, uri)
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+
+    runner = CliRunner()
+    refused = runner.invoke(
+        app, ["models", "promote", name, v2, "--reason", " ", "--tracking-uri", uri]
+    )
+    assert refused.exit_code != 0 and "reason is required" in refused.output
+    unknown = runner.invoke(
+        app, ["models", "promote", name, "99", "--reason", "x", "--tracking-uri", uri]
+    )
+    assert unknown.exit_code != 0 and "no version '99'" in unknown.output
+    done = runner.invoke(
+        app,
+        ["models", "promote", name, v2, "--reason", "better on May data", "--by", "dana",
+         "--tracking-uri", uri],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert str(client.get_model_version_by_alias(name, "champion").version) == v2
+    tags = client.get_model_version(name, v2).tags
+    assert tags["promotion.by"] == "dana" and tags["promotion.previous_champion"] == "1"
+    assert client.get_model_version(name, "1").tags["demoted.for_version"] == v2
+
+    back = registry.promote(name, "1", "dana", "rollback: alert volume doubled", "t", uri)
+    assert back.previous == v2 and back.changed
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    rows = registry.list_versions(name, uri)
+    assert [r.version for r in rows] == [v2, "1"]
+    assert rows[1].aliases == ("champion",) and "rollback" in rows[1].verdict
+    listed = runner.invoke(app, ["models", "list", "--tracking-uri", uri])
+    assert listed.exit_code == 0 and "champion" in listed.output and "dana" in listed.output
