@@ -43,7 +43,7 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
-from pipelines.events import EventType, InventoryEvent, Rejection, parse_event
+from pipelines.events import EventType, InventoryEvent, Rejection, parse_event, state_key
 from pipelines.features import KeyState
 from pipelines.ledger import (
     DEDUPE_HORIZON_S,
@@ -237,7 +237,7 @@ KeyedEvent = tuple[str, InventoryEvent]
 def parse_batch(items: list[Any]) -> list[KeyedEvent | Rejection]:
     """Parse a batch of source items (JSONL lines or Kafka messages) in one call.
 
-    Blank payloads are skipped; each event comes out keyed ``("{sku}|{location}", event)``, each
+    Blank payloads are skipped; each event comes out keyed by its :func:`state_key`, each
     rejected payload as its :class:`Rejection`, in input order. One Python call per batch rather
     than several per item: per-item steps cost more than the parsing.
     """
@@ -249,7 +249,9 @@ def parse_batch(items: list[Any]) -> list[KeyedEvent | Rejection]:
             continue
         parsed = parse_event(payload)
         if isinstance(parsed, InventoryEvent):
-            append((f"{parsed.sku}|{parsed.location}", parsed))
+            sku = parsed.sku
+            key = f"{sku}|{parsed.location}" if "|" not in sku else state_key(sku, parsed.location)
+            append((key, parsed))
         else:
             append(parsed)
     return out
@@ -292,7 +294,7 @@ def feature_streams(
     transfers = op.key_rm(
         "transfer_events", op.branch("transfers", events, _is_keyed_transfer).trues
     )
-    by_ref = op.key_on("by_reference", transfers, lambda e: f"{e.sku}|{e.reference}")
+    by_ref = op.key_on("by_reference", transfers, lambda e: state_key(e.sku, e.reference))
     settled = op.stateful_batch("match_transfers", by_ref, lambda resume: MatcherLogic(resume))
     settlements = op.key_on("settlements", op.key_rm("settled", settled), lambda p: p.key)
 

@@ -19,6 +19,7 @@ Unknown extra fields are kept in ``extra`` and otherwise ignored.
 from __future__ import annotations
 
 import enum
+import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -82,6 +83,23 @@ _EVENT_TYPES = {e.value: e for e in EventType}
 _SOURCES = {s.value: s for s in Source}
 
 
+_ESCAPED_KEY = "\x1f"
+
+
+def state_key(sku: str, other: str) -> str:
+    """The string that routes a ``(sku, location)`` — or ``(sku, reference)`` for transfer
+    matching — to its state in the dataflow and the replay: ``"{sku}|{other}"``.
+
+    That plain form is ambiguous when the sku itself contains ``|`` (``"A|B" + "C"`` and
+    ``"A" + "B|C"`` both give ``"A|B|C"``), which would merge two keys' ledgers. Such a sku's key
+    is escaped instead: ``"\x1f"`` + the JSON array ``[sku, other]``. Ordinary skus keep the plain
+    form, so recovery state written before this rule still resolves.
+    """
+    if "|" in sku:
+        return _ESCAPED_KEY + json.dumps([sku, other], ensure_ascii=False)
+    return f"{sku}|{other}"
+
+
 class InventoryEvent(msgspec.Struct, frozen=True):
     """A validated event. ``occurred_at``/``published_at`` are UTC-aware datetimes.
 
@@ -110,6 +128,11 @@ class InventoryEvent(msgspec.Struct, frozen=True):
     def key(self) -> str:
         """The partition key ``"{sku}|{location}"`` (the Kafka message key)."""
         return f"{self.sku}|{self.location}"
+
+    @property
+    def state_key(self) -> str:
+        """The unambiguous routing key of this event's ledger state (:func:`state_key`)."""
+        return state_key(self.sku, self.location)
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical JSON object (timestamps as ISO-8601 UTC with ``Z``)."""

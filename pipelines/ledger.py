@@ -41,7 +41,7 @@ import struct
 from dataclasses import dataclass
 from operator import attrgetter
 
-from pipelines.events import EventType, InventoryEvent
+from pipelines.events import EventType, InventoryEvent, state_key
 
 DAY_S = 86_400.0
 DEDUPE_HORIZON_S = 7 * DAY_S
@@ -165,7 +165,8 @@ class TransitSettlement:
 
     @property
     def key(self) -> str:
-        return f"{self.sku}|{self.location}"
+        """The routing key of the state to settle (:func:`pipelines.events.state_key`)."""
+        return state_key(self.sku, self.location)
 
 
 class Position:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.events import InventoryEvent, Rejection, parse_event
+from pipelines.events import InventoryEvent, Rejection, parse_event, state_key
 from pipelines.features import KeyState
 from pipelines.ledger import Outcome, TransferMatcher, is_transfer
 
@@ -30,16 +30,17 @@ class Replay:
     duplicates: int = 0
 
     def apply(self, event: InventoryEvent) -> Outcome:
-        state = self.states.get(event.key)
+        state = self.states.get(event.state_key)
         if state is None:
-            state = self.states[event.key] = KeyState(event.sku, event.location)
+            state = self.states[event.state_key] = KeyState(event.sku, event.location)
         outcome = state.apply(event)
         if outcome is Outcome.DUPLICATE:
             self.duplicates += 1
             return outcome
         self.events += 1
         if is_transfer(event):
-            mkey = f"{event.sku}|{event.reference}"
+            assert event.reference is not None  # is_transfer: only transfers with a reference
+            mkey = state_key(event.sku, event.reference)
             matcher = self.matchers.setdefault(mkey, TransferMatcher())
             for settlement in matcher.observe(event):
                 target = self.states.get(settlement.key)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.events import InventoryEvent, parse_event
+from pipelines.events import InventoryEvent, parse_event, state_key
 from pipelines.ledger import DAY_S
 from pipelines.replay import Replay, feature_table, iter_lines
 
@@ -86,11 +86,13 @@ def attach_labels(snapshots: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
 def build_world_dataset(world_dir: Path, *, warmup_days: int = 3) -> pd.DataFrame:
     """Labelled snapshots of one simulated world (``events.jsonl`` + ``truth.parquet``)."""
     truth = pd.read_parquet(world_dir / "truth.parquet")
-    store_keys = set(
-        (truth["sku"].astype(str) + "|" + truth["location"].astype(str))[
-            ~truth["location"].astype(str).str.startswith("DC")
-        ]
-    )
+    stores = truth[~truth["location"].astype(str).str.startswith("DC")]
+    store_keys = {
+        state_key(sku, location)
+        for sku, location in zip(
+            stores["sku"].astype(str), stores["location"].astype(str), strict=True
+        )
+    }
     snaps = snapshot_features(
         iter_lines(world_dir / "events.jsonl"), warmup_days=warmup_days, keys=store_keys
     )

@@ -134,6 +134,36 @@ def test_settlement_never_overtakes_its_transfer_out_on_two_workers():
         assert all(states[f"SKU-{i}|S1"].position.on_hand == 6 for i in range(50))
 
 
+def test_a_sku_with_the_key_separator_keeps_its_own_ledger():
+    """("A|B", "C") and ("A", "B|C") both concatenate to "A|B|C"; they must stay two keys, with
+    their transfers matched per sku, in the flow (1 and 2 workers) and in the replay."""
+    lines = [
+        _transfer("c1", "cycle_count", "A|B", "C", 0, ref="OPEN-1", qty=10),
+        _transfer("c2", "cycle_count", "A", "B|C", 0, ref="OPEN-2", qty=3),
+        _transfer("s1", "sale", "A|B", "C", 1, qty=2),
+        # the same reference text for both skus: "A|B" + "T|1" vs "A" + "B|T|1" and so on
+        _transfer("o1", "transfer_out", "A|B", "C", 2, ref="T|1", qty=4),
+        _transfer("o2", "transfer_out", "A", "B|C", 2, ref="B|T|1", qty=1),
+        _transfer("i1", "transfer_in", "A|B", "D", 3, ref="T|1", qty=4),
+    ]
+    for workers in (1, 2):
+        out, dlq = run_flow(lines, workers=workers, batch_size=2)
+        assert dlq == []
+        states = {(s.sku, s.location): s.position for s in map(pickle.loads, out)}
+        assert set(states) == {("A|B", "C"), ("A", "B|C"), ("A|B", "D")}
+        assert (states[("A|B", "C")].on_hand, states[("A|B", "C")].in_transit) == (4, 0)
+        assert (states[("A", "B|C")].on_hand, states[("A", "B|C")].in_transit) == (2, 1)
+        assert states[("A|B", "D")].on_hand == 4
+    from pipelines.replay import Replay
+
+    replay = Replay()
+    replay.feed(lines)
+    by_pair = {(s.sku, s.location): s.position for s in replay.states.values()}
+    assert {k: (p.on_hand, p.in_transit) for k, p in by_pair.items()} == {
+        k: (p.on_hand, p.in_transit) for k, p in states.items()
+    }
+
+
 def test_file_job_equals_replay_on_a_simulated_world(world, tmp_path):
     result = run_features(tmp_path / "one.parquet", events=world)
     got = pd.read_parquet(tmp_path / "one.parquet")
