@@ -11,20 +11,26 @@ Contract:
   backs off (1, 2, 4 … 30 s) before the next unforced try. Nothing is lost while the broker is
   down; the sweeper (``serve``'s background thread, ``POST /admin/sweep``) forces a try each
   round.
-- Delivery is at least once: a message whose delivery report was lost, or one that two processes
-  relay at the same moment (``serve`` and ``alerts consume`` on one database), can be sent
-  twice. Every message is idempotent for its readers (ATP updates carry the whole figure;
-  events carry a deterministic ``event_id``; alerts their id).
-- One relay runs at a time per process; a call that finds another running returns at once (the
-  running one picks the new rows up before it stops).
+- Delivery is at least once: a message whose delivery report was lost (or whose relay died
+  after publishing and before marking it) can be sent twice. Every message is idempotent for
+  its readers (ATP updates carry the whole figure; events carry a deterministic ``event_id``;
+  alerts their id).
+- One relay runs at a time per database: a relay first takes the lease (``outbox_lease``, renewed
+  every batch, ``LEASE`` long, released when it stops); a call that finds the lease held by
+  another process, or another relay running in this one, returns at once (the running one picks
+  the new rows up before it stops). So messages leave in id order across processes too, and a
+  relay that died holding the lease is replaced once the lease runs out.
 - Sent rows are deleted after ``retention`` (:meth:`Relay.prune`, called by the sweep).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -34,12 +40,14 @@ from sqlalchemy.orm import Session
 from serving.metrics import ServiceMetrics
 from serving.publisher import Publisher
 from serving.store.db import Store
-from serving.store.tables import OutboxMessage
+from serving.store.tables import OutboxLease, OutboxMessage
 
 log = logging.getLogger(__name__)
 BATCH = 500
 MAX_BACKOFF_S = 30.0
 RETENTION = timedelta(days=7)
+LEASE = timedelta(seconds=60)  # > one batch's publish timeout (15 s) with room to spare
+LEASE_NAME = "relay"
 
 
 def enqueue(session: Session, topic: str, key: str, value: bytes, now: datetime) -> None:
@@ -64,6 +72,7 @@ class Relay:
         self._lock = threading.Lock()
         self._failures = 0
         self._retry_at = 0.0
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def run(self, force: bool = False) -> int:
         """Publish what is pending; returns the number of messages sent. Never raises for a
@@ -75,6 +84,8 @@ class Relay:
         sent = 0
         try:
             while True:
+                if not self._take_lease():
+                    break  # another process relays; it will send these too
                 with self.store.reader() as session:
                     rows = session.execute(
                         select(
@@ -112,9 +123,34 @@ class Relay:
                     self._back_off(error)
                     break
         finally:
+            self._release_lease()
             self._lock.release()
             self.metrics.outbox_pending.set(self.pending())
         return sent
+
+    def _take_lease(self) -> bool:
+        """Take or renew the relay lease; False while another holder's lease is still valid."""
+        now = self.clock()
+        with self.store.transaction() as session:
+            taken = session.execute(
+                update(OutboxLease)
+                .where(
+                    OutboxLease.name == LEASE_NAME,
+                    (OutboxLease.holder.is_(None))
+                    | (OutboxLease.holder == self.holder)
+                    | (OutboxLease.until < now),
+                )
+                .values(holder=self.holder, until=now + LEASE)
+            )
+        return bool(taken.rowcount)  # type: ignore[attr-defined]
+
+    def _release_lease(self) -> None:
+        with self.store.transaction() as session:
+            session.execute(
+                update(OutboxLease)
+                .where(OutboxLease.name == LEASE_NAME, OutboxLease.holder == self.holder)
+                .values(holder=None, until=None)
+            )
 
     def _back_off(self, error: str) -> None:
         self._failures += 1

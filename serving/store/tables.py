@@ -305,6 +305,16 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
 
 
+class OutboxLease(Base):
+    """Who relays the outbox now (one row, ``name = "relay"``): one process at a time, so
+    messages leave in id order across processes and none is sent twice by two relays."""
+
+    __tablename__ = "outbox_lease"
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(200))
+    until: Mapped[datetime | None]
+
+
 __all__ = [
     "Alert",
     "Approval",
@@ -315,6 +325,7 @@ __all__ = [
     "DeadLetter",
     "Hold",
     "IdempotentResponse",
+    "OutboxLease",
     "OutboxMessage",
     "Position",
     "Recommendation",
