@@ -143,7 +143,11 @@ def kafka_source(
 
 
 def kafka_sink(bootstrap: str, topic: str) -> KafkaSink:
-    return KafkaSink([bootstrap], topic, add_config={"linger.ms": "5"})
+    """An idempotent producer: librdkafka's own retries (e.g. while the broker restarts) never
+    write a message twice (the kafka-restart fault test caught duplicated DLQ records without)."""
+    return KafkaSink(
+        [bootstrap], topic, add_config={"linger.ms": "5", "enable.idempotence": "true"}
+    )
 
 
 class _StatePartition(StatelessSinkPartition[bytes]):
