@@ -38,13 +38,18 @@ DEFAULT_EXPLAIN_ABOVE = 0.2
 
 
 def explanations(
-    model: RiskModel, features: pd.DataFrame, scores: np.ndarray, above: float
+    model: RiskModel,
+    features: pd.DataFrame,
+    scores: np.ndarray,
+    above: float,
+    num_threads: int = 0,
 ) -> list[str]:
-    """The rendered top reasons for rows with ``scores >= above``; ``""`` for the others."""
+    """The rendered top reasons for rows with ``scores >= above``; ``""`` for the others.
+    ``features`` must have a default RangeIndex (row i = scores[i])."""
     out = [""] * len(features)
     rows = np.flatnonzero(scores >= above)
     if len(rows):
-        reasons = model.explain(features.iloc[rows])
+        reasons = model.explain(features.iloc[rows], num_threads=num_threads)
         for i, row_reasons in zip(rows, reasons, strict=True):
             out[i] = render(row_reasons)
     return out

@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pandas as pd
 
-from models.explain import render
 from models.scorer import RiskModel, load_packaged
+from models.scoring import explanations
 from pipelines.events import format_ts
 from pipelines.features import FEATURES
 
@@ -213,8 +213,8 @@ class StreamScorer:
                     update,
                     float(phantom[i]),
                     float(stockout[i]),
-                    phantom_why.get(i, ""),
-                    stockout_why.get(i, ""),
+                    phantom_why[i],
+                    stockout_why[i],
                     labels,
                     scored_at,
                 ),
@@ -222,13 +222,9 @@ class StreamScorer:
             for i, update in enumerate(batch)
         ]
 
-    def _explain(self, model: RiskModel, frame: pd.DataFrame, scores: np.ndarray) -> dict[int, str]:
-        rows = np.flatnonzero(scores >= self.explain_above)
-        if len(rows) == 0:
-            return {}
-        self.rows_explained += len(rows)
-        reasons = model.explain(frame.iloc[rows], num_threads=self.num_threads)
-        return {int(i): render(r) for i, r in zip(rows, reasons, strict=True)}
+    def _explain(self, model: RiskModel, frame: pd.DataFrame, scores: np.ndarray) -> list[str]:
+        self.rows_explained += int(np.count_nonzero(scores >= self.explain_above))
+        return explanations(model, frame, scores, self.explain_above, self.num_threads)
 
     @staticmethod
     def _message(

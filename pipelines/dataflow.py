@@ -249,9 +249,7 @@ def parse_batch(items: list[Any]) -> list[KeyedEvent | Rejection]:
             continue
         parsed = parse_event(payload)
         if isinstance(parsed, InventoryEvent):
-            sku = parsed.sku
-            key = f"{sku}|{parsed.location}" if "|" not in sku else state_key(sku, parsed.location)
-            append((key, parsed))
+            append((state_key(parsed.sku, parsed.location), parsed))
         else:
             append(parsed)
     return out

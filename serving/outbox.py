@@ -81,10 +81,11 @@ class Relay:
             return 0
         if not self._lock.acquire(blocking=False):
             return 0
-        sent = 0
+        sent, leased, drained = 0, False, False
         try:
             while True:
-                if not self._take_lease():
+                leased = self._take_lease()
+                if not leased:
                     break  # another process relays; it will send these too
                 with self.store.reader() as session:
                     rows = session.execute(
@@ -100,6 +101,7 @@ class Relay:
                     ).all()
                 if not rows:
                     self._failures, self._retry_at = 0, 0.0
+                    drained = True
                     break
                 delivered, error = self.publisher.publish_batch(
                     [(r.topic, r.key, bytes(r.value)) for r in rows]
@@ -123,9 +125,11 @@ class Relay:
                     self._back_off(error)
                     break
         finally:
-            self._release_lease()
+            if leased:
+                self._release_lease()
             self._lock.release()
-            self.metrics.outbox_pending.set(self.pending())
+            # drained: nothing is pending, no need to count
+            self.metrics.outbox_pending.set(0 if drained else self.pending())
         return sent
 
     def _take_lease(self) -> bool:

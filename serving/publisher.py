@@ -69,24 +69,9 @@ class KafkaPublisher:
         self._lock = threading.Lock()
 
     def publish(self, topic: str, key: str, value: bytes) -> None:
-        outcome: list[Any] = []
-
-        def delivered(err: Any, _msg: Any) -> None:
-            outcome.append(err)
-
-        with self._lock:
-            try:
-                self._producer.produce(topic, value=value, key=key.encode(), on_delivery=delivered)
-            except Exception as exc:  # noqa: BLE001 - librdkafka raises KafkaException/BufferError
-                raise EffectFailed(f"could not queue a message for {topic}: {exc}") from exc
-            self._producer.flush(self.timeout_s)
-        if not outcome:
-            raise EffectFailed(
-                f"no delivery report from Kafka at {self.bootstrap} for {topic} within "
-                f"{self.timeout_s:.0f} s; is the broker up?"
-            )
-        if outcome[0] is not None:
-            raise EffectFailed(f"Kafka refused the message for {topic}: {outcome[0]}")
+        delivered, error = self.publish_batch([(topic, key, value)])
+        if not delivered:
+            raise EffectFailed(f"publishing to {topic} failed: {error}")
 
     def publish_batch(self, messages: Sequence[Message]) -> tuple[int, str | None]:
         outcomes: list[Any] = [_PENDING] * len(messages)

@@ -12,7 +12,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from serving.auth import COOKIE, Principal, Role, authenticate, authorize
@@ -36,29 +36,28 @@ TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates"))
 CsrfField = Annotated[str, Form(max_length=200)]
 
 
-def _changes_from(queue: list[dict], alerts: list[Alert], sees_queue: bool) -> dict:
-    return {
-        "queue": ",".join(f"{q['rec'].id}.{q['rec'].version}" for q in queue) if sees_queue else "",
-        "alert": alerts[0].id if alerts else 0,
-    }
+#: what an approver's queue shows: the first 100 pending recommendations by priority
+PENDING_QUEUE = (
+    select(Recommendation)
+    .where(Recommendation.state == RecState.PENDING.value)
+    .order_by(Recommendation.priority.desc(), Recommendation.id)
+    .limit(100)
+)
+
+
+def _fingerprint(queue: list[Recommendation], newest_alert_id: int) -> dict:
+    """What a page shows, in brief: the queue's ids and versions and the newest alert id. The
+    page keeps it (``data-queue`` / ``data-alert``) and compares it with ``GET /ui/changes``."""
+    return {"queue": ",".join(f"{r.id}.{r.version}" for r in queue), "alert": newest_alert_id}
 
 
 def _changes(session: Session, user: Principal) -> dict:
-    """The same fingerprint as :func:`_changes_from`, without rendering the page."""
-    sees_queue = user.role in (Role.APPROVER, Role.ADMIN)
-    pending = []
-    if sees_queue:
-        pending = [
-            {"rec": rec}
-            for rec in session.scalars(
-                select(Recommendation)
-                .where(Recommendation.state == RecState.PENDING.value)
-                .order_by(Recommendation.priority.desc(), Recommendation.id)
-                .limit(100)
-            )
-        ]
-    newest = session.scalars(select(Alert).order_by(Alert.id.desc()).limit(1)).first()
-    return _changes_from(pending, [newest] if newest else [], sees_queue)
+    """The fingerprint of the page ``user`` would see now, without rendering it."""
+    queue = []
+    if user.role in (Role.APPROVER, Role.ADMIN):
+        queue = list(session.scalars(PENDING_QUEUE))
+    newest = session.scalar(select(func.max(Alert.id)))
+    return _fingerprint(queue, newest or 0)
 
 
 def ui_router(rt: Runtime) -> APIRouter:  # noqa: C901 - a flat list of routes
@@ -152,28 +151,22 @@ def ui_router(rt: Runtime) -> APIRouter:  # noqa: C901 - a flat list of routes
                 )
             )
             queue = []
-            if sees_queue:
-                pending = session.scalars(
-                    select(Recommendation)
-                    .where(Recommendation.state == RecState.PENDING.value)
-                    .order_by(Recommendation.priority.desc(), Recommendation.id)
-                    .limit(100)
+            pending = list(session.scalars(PENDING_QUEUE)) if sees_queue else []
+            for rec in pending:
+                alert = session.get(Alert, rec.alert_id) if rec.alert_id else None
+                approvers = list(
+                    session.scalars(
+                        select(Approval.approver).where(Approval.recommendation_id == rec.id)
+                    )
                 )
-                for rec in pending:
-                    alert = session.get(Alert, rec.alert_id) if rec.alert_id else None
-                    approvers = list(
-                        session.scalars(
-                            select(Approval.approver).where(Approval.recommendation_id == rec.id)
-                        )
-                    )
-                    queue.append(
-                        {
-                            "rec": rec,
-                            "alert": alert,
-                            "approvers": approvers,
-                            "atp": current_atp(session, rec.sku, rec.location, now),
-                        }
-                    )
+                queue.append(
+                    {
+                        "rec": rec,
+                        "alert": alert,
+                        "approvers": approvers,
+                        "atp": current_atp(session, rec.sku, rec.location, now),
+                    }
+                )
             recent = list(
                 session.scalars(
                     select(Recommendation)
@@ -212,7 +205,7 @@ def ui_router(rt: Runtime) -> APIRouter:  # noqa: C901 - a flat list of routes
                 "error": error,
                 "policy_version": rt.policy.version,
                 "csrf_token": csrf.token_for(sid, request.cookies.get(COOKIE), pepper),
-                "changes": _changes_from(queue, alerts, sees_queue),
+                "changes": _fingerprint(pending, alerts[0].id if alerts else 0),
                 "refresh_ms": int(rt.settings.ui_refresh_s * 1000),
             },
         )
