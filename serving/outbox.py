@@ -33,6 +33,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
@@ -84,24 +85,12 @@ class Relay:
         sent, leased, drained = 0, False, False
         try:
             while True:
-                leased = self._take_lease()
+                leased, rows = self._claim()
                 if not leased:
                     break  # another process relays; it will send these too
-                with self.store.reader() as session:
-                    rows = session.execute(
-                        select(
-                            OutboxMessage.id,
-                            OutboxMessage.topic,
-                            OutboxMessage.key,
-                            OutboxMessage.value,
-                        )
-                        .where(OutboxMessage.sent_at.is_(None))
-                        .order_by(OutboxMessage.id)
-                        .limit(BATCH)
-                    ).all()
-                if not rows:
+                if not rows:  # _claim released the lease with the empty read
                     self._failures, self._retry_at = 0, 0.0
-                    drained = True
+                    leased, drained = False, True
                     break
                 delivered, error = self.publisher.publish_batch(
                     [(r.topic, r.key, bytes(r.value)) for r in rows]
@@ -132,29 +121,58 @@ class Relay:
             self.metrics.outbox_pending.set(0 if drained else self.pending())
         return sent
 
-    def _take_lease(self) -> bool:
-        """Take or renew the relay lease; False while another holder's lease is still valid."""
-        now = self.clock()
+    def _claim(self) -> tuple[bool, list[Any]]:
+        """In one transaction: take or renew the relay lease (False while another holder's lease
+        is valid) and read the next unsent batch; with nothing to send, release the lease."""
         with self.store.transaction() as session:
-            taken = session.execute(
-                update(OutboxLease)
-                .where(
-                    OutboxLease.name == LEASE_NAME,
-                    (OutboxLease.holder.is_(None))
-                    | (OutboxLease.holder == self.holder)
-                    | (OutboxLease.until < now),
-                )
-                .values(holder=self.holder, until=now + LEASE)
+            if not self._take(session):
+                return False, []
+            rows = list(
+                session.execute(
+                    select(
+                        OutboxMessage.id,
+                        OutboxMessage.topic,
+                        OutboxMessage.key,
+                        OutboxMessage.value,
+                    )
+                    .where(OutboxMessage.sent_at.is_(None))
+                    .order_by(OutboxMessage.id)
+                    .limit(BATCH)
+                ).all()
             )
+            if not rows:
+                self._release(session)
+        return True, rows
+
+    def _take_lease(self) -> bool:
+        """Take or renew the relay lease on its own; False while another holder's is valid."""
+        with self.store.transaction() as session:
+            return self._take(session)
+
+    def _take(self, session: Session) -> bool:
+        now = self.clock()
+        taken = session.execute(
+            update(OutboxLease)
+            .where(
+                OutboxLease.name == LEASE_NAME,
+                (OutboxLease.holder.is_(None))
+                | (OutboxLease.holder == self.holder)
+                | (OutboxLease.until < now),
+            )
+            .values(holder=self.holder, until=now + LEASE)
+        )
         return bool(taken.rowcount)  # type: ignore[attr-defined]
 
     def _release_lease(self) -> None:
         with self.store.transaction() as session:
-            session.execute(
-                update(OutboxLease)
-                .where(OutboxLease.name == LEASE_NAME, OutboxLease.holder == self.holder)
-                .values(holder=None, until=None)
-            )
+            self._release(session)
+
+    def _release(self, session: Session) -> None:
+        session.execute(
+            update(OutboxLease)
+            .where(OutboxLease.name == LEASE_NAME, OutboxLease.holder == self.holder)
+            .values(holder=None, until=None)
+        )
 
     def _back_off(self, error: str) -> None:
         self._failures += 1
