@@ -14,7 +14,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[ml,serve,dev]'
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install shelfguard with everything it needs
+# The ledger/feature core compiled in place with mypyc (pipelines/native.py); rebuilt when they change.
+CORE_SRC := pipelines/ledger.py pipelines/features.py pipelines/native.py
+CORE_STAMP := pipelines/_core.json
+
+$(CORE_STAMP): $(STAMP) $(CORE_SRC)
+	SHELFGUARD_PURE_PYTHON=1 $(BIN)/python -c 'import pipelines.native as n; n.main(["build"])'
+
+install: $(STAMP) $(CORE_STAMP)  ## create .venv, install shelfguard with everything it needs, compile its core
 
 demo: install  ## the whole loop, live: simulate, register models, UI + API, score an accelerated replay (Ctrl-C stops)
 	$(BIN)/shelfguard demo
@@ -45,11 +52,11 @@ services-down:
 test: install  ## unit + integration tests against real services started here, then stopped
 	$(MAKE) services-up
 	set -o pipefail; status=0; \
-	  $(BIN)/pytest -q -p no:cacheprovider || status=$$?; \
+	  SHELFGUARD_EXPECT_COMPILED=1 $(BIN)/pytest -q -p no:cacheprovider || status=$$?; \
 	  $(MAKE) services-down; exit $$status
 
 test-unit: install
-	$(BIN)/pytest -q -m "not integration"
+	SHELFGUARD_EXPECT_COMPILED=1 $(BIN)/pytest -q -m "not integration"
 
 lint: install
 	$(BIN)/ruff check .
@@ -70,4 +77,4 @@ chaos: install  ## fault tests (kills, restarts, floods); figures -> bench/resul
 	$(BIN)/python -m bench.chaos_report
 
 clean:
-	rm -rf $(VENV) data .pytest_cache
+	rm -rf $(VENV) data .pytest_cache pipelines/*.so pipelines/_core.json

@@ -161,6 +161,40 @@ def best_rate(events: int, build: Callable[[], Dataflow], repeat: int) -> float:
     return events / best
 
 
+def core_compiled() -> bool:
+    """True if this process runs the compiled ledger/feature core (``pipelines.native``)."""
+    import pipelines.features
+    import pipelines.ledger
+    from pipelines.native import is_compiled
+
+    return is_compiled(pipelines.ledger) and is_compiled(pipelines.features)
+
+
+def pure_python_rate(events_path: Path, repeat: int) -> float:
+    """The feature flow's file rate with ``SHELFGUARD_PURE_PYTHON=1`` (a fresh process)."""
+    from pipelines.native import PURE_ENV
+
+    done = subprocess.run(  # noqa: S603
+        [
+            sys.executable,
+            "-m",
+            "bench.feature_flow",
+            "--rate-of",
+            str(events_path),
+            "--repeat",
+            str(repeat),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, PURE_ENV: "1"},
+    )
+    probe = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not probe["compiled"], "the pure-Python probe ran the compiled core"
+    return float(probe["rate"])
+
+
 # ------------------------------------------------------------------------------------- Kafka
 
 
@@ -357,7 +391,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--no-kafka", action="store_true")
     parser.add_argument("--probe", choices=["keystate", "int"], help=argparse.SUPPRESS)
     parser.add_argument("--profile", default="few", help=argparse.SUPPRESS)
+    parser.add_argument("--rate-of", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv if argv is not None else [])
+    if args.rate_of:  # the feature flow's file rate in this process (pure-Python probe)
+        n = sum(1 for _ in args.rate_of.open("rb"))
+        rate = best_rate(n, lambda: feature_flow(connectors.file_source(args.rate_of)), args.repeat)
+        print(json.dumps({"rate": rate, "compiled": core_compiled()}))
+        return {"rate": rate}
     if args.probe:
         result = memory_probe(args.probe, args.keys, args.profile)
         print(json.dumps(result))
@@ -381,6 +421,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rates["trivial_file"] = best_rate(
             n, lambda: trivial_flow(connectors.file_source(events_path)), args.repeat
         )
+        if core_compiled():  # the same flow on the pure-Python core, in a subprocess
+            rates["feature_file_pure_python"] = pure_python_rate(events_path, args.repeat)
+        result["core"] = "compiled (mypyc)" if core_compiled() else "pure Python"
         if not args.no_kafka and kafka_answers(BOOTSTRAP):
             tag = uuid.uuid4().hex[:10]
             topics = [f"bench.events.{tag}", f"bench.features.{tag}", f"bench.dlq.{tag}"]
@@ -403,6 +446,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 delete_topics(BOOTSTRAP, topics)
         result["events_per_s"] = {k: round(v) for k, v in rates.items()}
         ratios = {"file": rates["feature_file"] / rates["trivial_file"]}
+        if "feature_file_pure_python" in rates:
+            result["compiled_vs_pure_python_file"] = round(
+                rates["feature_file"] / rates["feature_file_pure_python"], 2
+            )
         if "feature_kafka" in rates:
             ratios["kafka"] = rates["feature_kafka"] / rates["trivial_kafka"]
         result["feature_vs_trivial"] = {k: round(v, 3) for k, v in ratios.items()}
@@ -454,6 +501,11 @@ def print_table(result: dict[str, Any]) -> None:
         verdict = "meets" if ratio >= result["target_ratio"] else "MISSES"
         print(f"feature/trivial ({source}): {ratio:.1%} - {verdict} the "
               f"{result['target_ratio']:.0%} target")  # fmt: skip
+    if "compiled_vs_pure_python_file" in result:
+        print(
+            f"core: {result['core']}; feature flow (file) "
+            f"{result['compiled_vs_pure_python_file']}x the same flow on the pure-Python core"
+        )
     print(
         "us/event (file): " + ", ".join(f"{k}={v}" for k, v in result["us_per_event_file"].items())
     )
@@ -484,6 +536,14 @@ def summary(result: dict[str, Any]) -> list[tuple[str, str]]:
             f"({rates['trivial_file']:,})",
         )
     ]
+    if "compiled_vs_pure_python_file" in result:
+        rows.append(
+            (
+                "compiled core (mypyc) vs pure Python",
+                f"feature flow from file {result['compiled_vs_pure_python_file']}x "
+                f"({rates['feature_file']:,} vs {rates['feature_file_pure_python']:,} events/s)",
+            )
+        )
     if "kafka" in ratio:
         rows.append(
             (

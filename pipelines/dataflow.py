@@ -136,6 +136,12 @@ class LedgerLogic(StatefulBatchLogic[Any, Any, tuple | bytes]):
             state = self.state = KeyState(first.sku, first.location)
         changed = False
         trigger: InventoryEvent | None = None
+        if not self.held:  # the common case: a run of events, applied in one call
+            taken, trigger = state.apply_events(values)
+            changed = trigger is not None
+            if taken == len(values):
+                return self._emit(state, changed, trigger)
+            values = values[taken:]
         for item in values:
             if isinstance(item, PendingSettlement):
                 self.held.append(item)

@@ -59,6 +59,9 @@ class Feature:
     dtype: str
     definition: str
 
+    def __reduce__(self) -> tuple:  # by constructor, as compiled frozen dataclasses need
+        return (Feature, (self.name, self.dtype, self.definition))
+
 
 FEATURES: tuple[Feature, ...] = (
     Feature("on_hand", "int", "recorded on-hand units (ledger)"),
@@ -120,6 +123,23 @@ FEATURES: tuple[Feature, ...] = (
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 
 
+#: The attributes of :class:`Activity`, in ``__getstate__`` order (module level: compiled
+#: classes have no ``__slots__`` to read back).
+ACTIVITY_FIELDS: tuple[str, ...] = (
+    "day0",
+    "counts",
+    "rate_value",
+    "rate_ts",
+    "first_ts",
+    "max_ts",
+    "last_sale_ts",
+    "last_receipt_ts",
+    "last_count_ts",
+    "unit_price",
+    "pick_short_ts",
+)
+
+
 class Activity:
     """Event-time activity accumulators of one key (sales windows, recency, EWMA rate).
 
@@ -128,19 +148,7 @@ class Activity:
     int64 (see ``_bump``): exact, and a fraction of a dict of lists.
     """
 
-    __slots__ = (
-        "day0",
-        "counts",
-        "rate_value",
-        "rate_ts",
-        "first_ts",
-        "max_ts",
-        "last_sale_ts",
-        "last_receipt_ts",
-        "last_count_ts",
-        "unit_price",
-        "pick_short_ts",
-    )
+    __slots__ = ACTIVITY_FIELDS
 
     def __init__(self) -> None:
         self.day0 = 0
@@ -164,7 +172,7 @@ class Activity:
         return (state[0], packed, *state[2:])
 
     def __setstate__(self, state: tuple) -> None:
-        for name, value in zip(self.__slots__, state, strict=True):
+        for name, value in zip(ACTIVITY_FIELDS, state, strict=True):
             setattr(self, name, value)
         if type(self.counts) is tuple:  # (typecode, bytes); older snapshots hold the array
             typecode, raw = self.counts
@@ -284,8 +292,8 @@ class Activity:
         return total
 
 
-_activity_state = attrgetter(*Activity.__slots__)
-assert Activity.__slots__[1] == "counts"  # __getstate__ packs it
+_activity_state = attrgetter(*ACTIVITY_FIELDS)
+assert ACTIVITY_FIELDS[1] == "counts"  # __getstate__ packs it
 
 
 def _hours(as_of: float, ts: float, fallback: float) -> float:
@@ -300,7 +308,7 @@ class KeyState:
 
     __slots__ = ("sku", "location", "position", "activity", "duplicates")
 
-    def __init__(self, sku: str, location: str) -> None:
+    def __init__(self, sku: str = "", location: str = "") -> None:
         # interned: a sku recurs at every location and a location at every sku
         self.sku = sys.intern(sku)
         self.location = sys.intern(location)
@@ -325,15 +333,15 @@ class KeyState:
             return
         sku, location, self.duplicates, position, activity = state
         self.sku, self.location = sys.intern(sku), sys.intern(location)
-        self.position = Position.__new__(Position)
+        self.position = Position()
         self.position.__setstate__(position)
-        self.activity = Activity.__new__(Activity)
+        self.activity = Activity()
         self.activity.__setstate__(activity)
 
     @classmethod
     def from_state(cls, state: tuple) -> KeyState:
         """The :class:`KeyState` whose ``__getstate__()`` was ``state``."""
-        restored = cls.__new__(cls)
+        restored = cls(state[0], state[1])
         restored.__setstate__(state)
         return restored
 
@@ -351,6 +359,23 @@ class KeyState:
         if outcome is Outcome.DUPLICATE:
             self.duplicates += 1
         return outcome
+
+    def apply_events(self, items: list[Any]) -> tuple[int, InventoryEvent | None]:
+        """Apply the leading :class:`InventoryEvent` items of ``items``, in order.
+
+        Returns how many were taken (the first item of another type stops the run) and the
+        last one that changed the state (None if all were duplicates). The stream's ledger step
+        calls this once per key and batch: in the compiled core the loop runs natively.
+        """
+        changed: InventoryEvent | None = None
+        taken = 0
+        for item in items:
+            if not isinstance(item, InventoryEvent):
+                break
+            taken += 1
+            if self.apply(item) is not Outcome.DUPLICATE:
+                changed = item
+        return taken, changed
 
     @property
     def last_event_ts(self) -> float:

@@ -127,7 +127,11 @@ def deltas_for(event: InventoryEvent) -> dict[Bucket, int]:
     return {Bucket(attr): sign * q for attr, sign in rows}
 
 
-def _holds(ids: str | set[str], event_id: str) -> bool:
+#: One dedupe generation: a blob of ids, a set, or (restored from a snapshot) a frozenset.
+_Ids = str | set[str] | frozenset[str]
+
+
+def _holds(ids: _Ids, event_id: str) -> bool:
     """True if ``event_id`` is in one dedupe generation (a blob or a set, see ``_with``)."""
     if type(ids) is str:
         # an id containing the separator is never stored in a blob (it would be ambiguous)
@@ -135,7 +139,7 @@ def _holds(ids: str | set[str], event_id: str) -> bool:
     return event_id in ids
 
 
-def _with(ids: str | set[str], event_id: str) -> str | set[str]:
+def _with(ids: _Ids, event_id: str) -> _Ids:
     """The generation ``ids`` with ``event_id`` added (not already in it).
 
     A generation starts as a blob, ``"\\0id1\\0id2\\0"``: ~1 byte per character of the ids
@@ -146,9 +150,12 @@ def _with(ids: str | set[str], event_id: str) -> str | set[str]:
     if isinstance(ids, set):
         ids.add(event_id)
         return ids
-    if len(ids) <= BLOB_MAX_CHARS and _SEP not in event_id:
-        return f"{ids or _SEP}{event_id}{_SEP}"
-    grown = set(ids[1:-1].split(_SEP)) if ids else set()
+    if isinstance(ids, str):
+        if len(ids) <= BLOB_MAX_CHARS and _SEP not in event_id:
+            return f"{ids or _SEP}{event_id}{_SEP}"
+        grown = set(ids[1:-1].split(_SEP)) if ids else set()
+    else:  # a frozen generation (never the current one in practice)
+        grown = set(ids)
     grown.add(event_id)
     return grown
 
@@ -163,10 +170,40 @@ class TransitSettlement:
     quantity: int
     ts: float  # event time (POSIX s) of the transfer side that completed the match
 
+    def __reduce__(self) -> tuple:
+        # by constructor: settlements cross worker processes, and a compiled (mypyc) frozen
+        # dataclass cannot be rebuilt field by field
+        fields = (self.settle_id, self.sku, self.location, self.quantity, self.ts)
+        return (TransitSettlement, fields)
+
     @property
     def key(self) -> str:
         """The routing key of the state to settle (:func:`pipelines.events.state_key`)."""
         return state_key(self.sku, self.location)
+
+
+#: The attributes of :class:`Position`, in ``__getstate__`` order (module level: compiled
+#: classes have no ``__slots__`` to read back).
+POSITION_FIELDS: tuple[str, ...] = (
+    "on_hand",
+    "reserved",
+    "in_transit",
+    "damaged",
+    "quarantined",
+    "returned_pending",
+    "risk_hold",
+    "safety_stock",
+    "count_ts",
+    "last_count_variance",
+    "counts_with_variance",
+    "abs_variance_sum",
+    "anomalies",
+    "max_ts",
+    "_post_count",
+    "_seen",
+    "_seen_old",
+    "_generation_ts",
+)
 
 
 class Position:
@@ -178,26 +215,7 @@ class Position:
     grows large (see ``_with``), instead of an id → time map.
     """
 
-    __slots__ = (
-        "on_hand",
-        "reserved",
-        "in_transit",
-        "damaged",
-        "quarantined",
-        "returned_pending",
-        "risk_hold",
-        "safety_stock",
-        "count_ts",
-        "last_count_variance",
-        "counts_with_variance",
-        "abs_variance_sum",
-        "anomalies",
-        "max_ts",
-        "_post_count",
-        "_seen",
-        "_seen_old",
-        "_generation_ts",
-    )
+    __slots__ = POSITION_FIELDS
 
     def __init__(self) -> None:
         self.on_hand = 0
@@ -218,8 +236,8 @@ class Position:
         # packed as ``_PC_PAIR`` records: 16 bytes each, nothing while there are none
         self._post_count = b""
         # event ids seen in the current and the previous dedupe generation (see ``_with``)
-        self._seen: str | set[str] = ""
-        self._seen_old: str | set[str] = ""
+        self._seen: _Ids = ""
+        self._seen_old: _Ids = ""
         self._generation_ts = NEG_INF
 
     # -- reading ---------------------------------------------------------------------------
@@ -245,8 +263,8 @@ class Position:
             old = dict(zip(_SLOTS_V1, state, strict=True))
             pairs = zip(old.pop("_pc_ts"), old.pop("_pc_delta"), strict=True)
             old["_post_count"] = b"".join(_PC_PAIR.pack(t, d) for t, d in pairs)
-            state = tuple(old[name] for name in self.__slots__)
-        for name, value in zip(self.__slots__, state, strict=True):
+            state = tuple(old[name] for name in POSITION_FIELDS)
+        for name, value in zip(POSITION_FIELDS, state, strict=True):
             setattr(self, name, value)
         if isinstance(self._seen, frozenset):  # the current generation keeps growing
             self._seen = set(self._seen)
@@ -344,14 +362,14 @@ class Position:
             self._keep_post_count([(t, d) for t, d in _PC_PAIR.iter_unpack(pc) if t >= horizon])
 
 
-_position_state = attrgetter(*Position.__slots__)
+_position_state = attrgetter(*POSITION_FIELDS)
 
-#: ``Position.__slots__`` before the post-count deltas were packed (snapshots may still hold it).
+#: ``POSITION_FIELDS`` before the post-count deltas were packed (snapshots may still hold it).
 _SLOTS_V1 = (
-    *Position.__slots__[: Position.__slots__.index("_post_count")],
+    *POSITION_FIELDS[: POSITION_FIELDS.index("_post_count")],
     "_pc_ts",
     "_pc_delta",
-    *Position.__slots__[Position.__slots__.index("_post_count") + 1 :],
+    *POSITION_FIELDS[POSITION_FIELDS.index("_post_count") + 1 :],
 )
 
 
@@ -384,7 +402,7 @@ class TransferMatcher:
     @classmethod
     def from_state(cls, state: tuple) -> TransferMatcher:
         """The :class:`TransferMatcher` whose ``__getstate__()`` was ``state``."""
-        restored = cls.__new__(cls)
+        restored = cls()
         restored.__setstate__(state)
         return restored
 

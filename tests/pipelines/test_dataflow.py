@@ -199,8 +199,13 @@ class _AsPickledBefore:
         self.cls, self.state = cls, state
 
     def __reduce__(self):
-        # what NEWOBJ + BUILD did: cls.__new__(cls), then __setstate__(state)
-        return (object.__new__, (self.cls,), self.state)
+        # what protocol 2+ wrote for them: NEWOBJ (cls.__new__(cls)), then BUILD
+        # (__setstate__(state)); compiled classes must still load it
+        return (_new, (self.cls,), self.state)
+
+
+def _new(cls):
+    return cls.__new__(cls)
 
 
 def test_resume_from_snapshots_of_the_earlier_layout():
@@ -210,7 +215,7 @@ def test_resume_from_snapshots_of_the_earlier_layout():
     from pipelines.dataflow import LedgerLogic, MatcherLogic
     from pipelines.events import parse_event
     from pipelines.features import Activity
-    from pipelines.ledger import _SLOTS_V1, Position, TransferMatcher
+    from pipelines.ledger import _SLOTS_V1, POSITION_FIELDS, Position, TransferMatcher
 
     events = [parse_event(line) for line in [
         b'{"event_id":"o","event_type":"cycle_count","occurred_at":"2026-03-01T00:00:00Z",'
@@ -221,7 +226,7 @@ def test_resume_from_snapshots_of_the_earlier_layout():
     state = KeyState("A", "S1")
     for event in events:
         state.apply(event)
-    pos = dict(zip(Position.__slots__, state.position.__getstate__(), strict=True))
+    pos = dict(zip(POSITION_FIELDS, state.position.__getstate__(), strict=True))
     pos.update(_pc_ts=array("d", [events[1].occurred_ts]), _pc_delta=array("q", [-2]))
     pos["_seen"] = {"o", "s"}
     act = list(state.activity.__getstate__())

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from pipelines.events import EventType, InventoryEvent, Source, parse_event
 from pipelines.ledger import (
+    POSITION_FIELDS,
     TRANSITIONS,
     Bucket,
     InventoryBook,
@@ -260,7 +261,7 @@ def test_snapshot_of_the_unpacked_layout_still_loads():
     pos = Position()
     for e in [ev("o", "cycle_count", 10, 0), ev("s1", "sale", 2, 5), ev("r", "receipt", 4, 6)]:
         pos.apply(e)
-    current = dict(zip(Position.__slots__, pos.__getstate__(), strict=True))
+    current = dict(zip(POSITION_FIELDS, pos.__getstate__(), strict=True))
     current["_pc_ts"] = array("d", [T0.timestamp() + 5 * 3600, T0.timestamp() + 6 * 3600])
     current["_pc_delta"] = array("q", [-2, 4])
     old = Position.__new__(Position)
