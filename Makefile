@@ -11,7 +11,7 @@ DEMO_DIR ?= data/demo
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[ml,serve,dev]'
+	$(BIN)/pip install -q -e '.[ml,serve,dev,fast]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install shelfguard with everything it needs
