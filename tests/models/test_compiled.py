@@ -214,3 +214,18 @@ def test_without_lleaves_it_falls_back_and_says_which_extra(
     assert "compiled inference off" in caplog.text and "shelfguard[fast]" in caplog.text
     rows = world_rows.head(100)
     assert np.array_equal(model.raw(rows), model.booster.predict(model.matrix(rows)))
+
+
+def test_with_a_too_new_llvmlite_it_falls_back(model_dir, tmp_path, monkeypatch, caplog) -> None:
+    """lleaves 1.3 does not pin llvmlite; from 0.44 on its compile fails (no legacy pass
+    manager), so that case is refused up front with the fix named."""
+    pytest.importorskip("lleaves")
+    import llvmlite
+
+    monkeypatch.setattr(llvmlite, "__version__", "0.44.0")
+    settings = InferenceSettings(compiled_inference=True, compile_cache=tmp_path / "cache")
+    with caplog.at_level(logging.WARNING, logger="models.compiled"):
+        model = RiskModel.load(model_dir, settings)
+    assert model.compiled is None
+    assert "llvmlite 0.44.0 is too new" in caplog.text and "shelfguard[fast]" in caplog.text
+    assert not (tmp_path / "cache").exists()  # refused before compiling anything
