@@ -8,7 +8,7 @@ load error, or predictions that differ from the booster's on the probe rows by m
 :data:`TOLERANCE` — the scorer keeps plain ``Booster.predict`` and logs why. Explanations
 (``pred_contrib``) always stay on LightGBM.
 
-Cache: compiling takes ~20–45 s per model here, so the object code is kept in
+Cache: compiling takes 16–30 s per packaged model here, so the object code is kept in
 ``SHELFGUARD_COMPILE_CACHE`` (default ``$XDG_CACHE_HOME/shelfguard/compiled``, else
 ``~/.cache/shelfguard/compiled``), one file per :func:`cache_key`: the model file's SHA-256,
 the lleaves and llvmlite versions and the host CPU (the object is specialised to it, so a cache
