@@ -11,7 +11,7 @@ DEMO_DIR ?= data/demo
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[ml,serve,dev]'
+	$(BIN)/pip install -q -e '.[ml,serve,dev,fast]'
 	touch $(STAMP)
 
 # The ledger/feature core compiled in place with mypyc (pipelines/native.py); rebuilt when they change.

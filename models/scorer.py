@@ -5,11 +5,14 @@ On disk (one directory per model, small enough to commit as the packaged default
 (spec name, features, version, training summary).
 
 Scoring uses ``Booster.predict`` on a float matrix (≈0.04 ms/row single, ~300k rows/s batch
-here) rather than the scikit-learn wrapper, which costs ~20× more per call.
+here) rather than the scikit-learn wrapper, which costs ~20× more per call; with
+``SHELFGUARD_COMPILED_INFERENCE=1`` (``fast`` extra) the uncalibrated probabilities come from the
+lleaves-compiled forest instead (the same values, see :mod:`models.compiled`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +22,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from models.compiled import CompiledForest, InferenceSettings, load_compiled, probe_rows
 from models.derived import with_derived
 from models.explain import Reason, explain_rows
 from models.spec import SPECS, ModelSpec
@@ -48,6 +52,8 @@ class RiskModel:
     meta: dict[str, Any] = field(default_factory=dict)
     #: a sample of the training-time feature distribution, the drift reference
     reference: pd.DataFrame | None = None
+    #: the booster compiled to native code (``raw`` uses it when set); None = plain LightGBM
+    compiled: CompiledForest | None = field(default=None, repr=False, compare=False)
 
     def inputs(self, features: pd.DataFrame) -> pd.DataFrame:
         """``features`` (snapshot rows) with the derived columns the spec needs added: the one
@@ -63,8 +69,11 @@ class RiskModel:
 
     def raw(self, features: pd.DataFrame, num_threads: int = 0) -> np.ndarray:
         """Uncalibrated probabilities. ``num_threads``: LightGBM's (0 = its default, all cores);
-        1 is faster for the small batches of the stream (no thread start-up per call)."""
+        1 is faster for the small batches of the stream (no thread start-up per call). From the
+        compiled forest when there is one (equal to the booster's within 1e-9)."""
         matrix = self.matrix(features)
+        if self.compiled is not None:
+            return self.compiled.predict(matrix, num_threads)
         return np.asarray(self.booster.predict(matrix, num_threads=num_threads))
 
     def predict(self, features: pd.DataFrame, num_threads: int = 0) -> np.ndarray:
@@ -101,7 +110,10 @@ class RiskModel:
         return directory
 
     @classmethod
-    def load(cls, directory: Path) -> RiskModel:
+    def load(cls, directory: Path, inference: InferenceSettings | None = None) -> RiskModel:
+        """The model saved in ``directory``. ``inference`` (default: from ``SHELFGUARD_*``
+        environment variables) says whether to predict with the compiled forest; compiling a
+        model the cache does not have yet takes 16–30 s here, once per model file."""
         meta = json.loads((directory / "meta.json").read_text())
         base = SPECS[meta["name"]]
         spec = ModelSpec(
@@ -115,7 +127,7 @@ class RiskModel:
         booster = lgb.Booster(model_file=str(directory / "model.txt"))
         reference_path = directory / "reference.parquet"
         reference = pd.read_parquet(reference_path) if reference_path.exists() else None
-        return cls(
+        model = cls(
             spec,
             booster,
             Calibration(cal["x"], cal["y"]),
@@ -123,12 +135,21 @@ class RiskModel:
             meta,
             reference,
         )
+        settings = inference if inference is not None else InferenceSettings()
+        if settings.compiled_inference:
+            sample = None
+            if reference is not None:
+                with contextlib.suppress(KeyError):  # a reference without every input
+                    sample = model.matrix(reference.head(512))
+            probe = probe_rows(booster.num_feature(), sample)
+            model.compiled = load_compiled(directory / "model.txt", booster, settings, probe)
+        return model
 
 
-def load_packaged(name: str) -> RiskModel:
+def load_packaged(name: str, inference: InferenceSettings | None = None) -> RiskModel:
     directory = PACKAGED_DIR / name
     if not (directory / "model.txt").exists():
         raise FileNotFoundError(
             f"no packaged model {name!r} in {PACKAGED_DIR}; run `shelfguard train --package`"
         )
-    return RiskModel.load(directory)
+    return RiskModel.load(directory, inference)
