@@ -3,11 +3,17 @@
 Steps::
 
     source (JSONL file | Kafka topic)
-      → parse_event ─ rejects → dead-letter (JSONL file | Kafka ``inventory.events.dlq``)
+      → parse_event: events keyed sku|location, rejects keyed DEAD_LETTER_KEY
       → transfers keyed sku|reference → TransferMatcher → transit settlements ┐
-      → events ─────────────────────────────────────────────────────────────┴→ keyed sku|location
+      → events and rejects ─────────────────────────────────────────────────┴→ ledger step:
       → KeyState (ledger + features, dedupe by event_id inside the recovered state)
-      → feature snapshots (Kafka ``inventory.features``) or final states (→ Parquet)
+      → feature snapshots (Kafka ``inventory.features``) or final states (→ Parquet);
+        rejects leave the ledger step untouched → dead-letter (JSONL file | Kafka
+        ``inventory.events.dlq``)
+
+Every per-event step is a batch step (one Python call per batch, not per event): a per-item
+bytewax step costs an event more than its parsing. Rejects ride the ledger step's exchange for
+that reason, instead of a per-item branch after parsing; they are few, and leave it unchanged.
 
 Contracts:
 - Dedupe happens in the per-key state (an event id belongs to one sku|location), so it is part of
@@ -35,7 +41,7 @@ import math
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeGuard
+from typing import Any, Literal
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
@@ -129,10 +135,14 @@ class LedgerLogic(StatefulBatchLogic[Any, Any, tuple | bytes]):
             self.held = list(held)
         self.emit = emit
 
-    def on_batch(self, values: list[InventoryEvent | PendingSettlement]) -> tuple[list, bool]:
+    def on_batch(self, values: list[Any]) -> tuple[list, bool]:
+        """``values``: a key's :class:`InventoryEvent` and :class:`PendingSettlement` items, or
+        (at :data:`DEAD_LETTER_KEY`) :class:`Rejection` records, which pass straight through."""
         state = self.state
         if state is None:
             first = values[0]
+            if type(first) is Rejection:  # the dead-letter key: pass them on, keep nothing
+                return values, self.DISCARD
             state = self.state = KeyState(first.sku, first.location)
         changed = False
         trigger: InventoryEvent | None = None
@@ -238,35 +248,54 @@ class MatcherLogic(StatefulBatchLogic[InventoryEvent, PendingSettlement, tuple |
 
 
 KeyedEvent = tuple[str, InventoryEvent]
+#: The routing key of rejected payloads: they travel to the ledger step with the events (one
+#: stream, no per-item branch) and leave it as they came, to the dead-letter output. Not a
+#: possible :func:`state_key` (those never start with a control character other than ``\x1f``).
+DEAD_LETTER_KEY = "\x00dead-letter"
 
 
-def parse_batch(items: list[Any]) -> list[KeyedEvent | Rejection]:
+def parse_batch(items: list[Any]) -> list[tuple[str, InventoryEvent | Rejection]]:
     """Parse a batch of source items (JSONL lines or Kafka messages) in one call.
 
     Blank payloads are skipped; each event comes out keyed by its :func:`state_key`, each
-    rejected payload as its :class:`Rejection`, in input order. One Python call per batch rather
-    than several per item: per-item steps cost more than the parsing.
+    rejected payload as its :class:`Rejection` keyed :data:`DEAD_LETTER_KEY`, in input order.
+    One Python call per batch rather than several per item: per-item steps cost more than the
+    parsing.
     """
-    out: list[KeyedEvent | Rejection] = []
+    out: list[tuple[str, InventoryEvent | Rejection]] = []
     append = out.append
     for item in items:
         payload = getattr(item, "value", item)
         if payload is None or not payload.strip():
             continue
         parsed = parse_event(payload)
-        if isinstance(parsed, InventoryEvent):
+        if type(parsed) is InventoryEvent:
             append((state_key(parsed.sku, parsed.location), parsed))
         else:
-            append(parsed)
+            append((DEAD_LETTER_KEY, parsed))
     return out
 
 
-def _is_keyed_event(item: KeyedEvent | Rejection) -> TypeGuard[KeyedEvent]:
-    return type(item) is tuple
+def transfers_by_reference(items: list[tuple[str, Any]]) -> list[KeyedEvent]:
+    """The batch's transfer events with a reference, keyed ``sku|reference`` for matching.
+
+    One call per batch: a per-item filter would cost every event a Python call for the ~1 in 6
+    that is a transfer.
+    """
+    return [
+        (state_key(event.sku, event.reference), event)
+        for key, event in items
+        if key is not DEAD_LETTER_KEY and is_transfer(event)
+    ]
 
 
-def _is_keyed_transfer(item: KeyedEvent) -> bool:
-    return is_transfer(item[1])
+def settlements_by_key(items: list[tuple[str, PendingSettlement]]) -> list:
+    """Matched settlements, re-keyed from ``sku|reference`` to their source key."""
+    return [(pending.key, pending) for _, pending in items]
+
+
+def _is_output(item: Any) -> bool:
+    return type(item) is not Rejection
 
 
 @dataclass(frozen=True)
@@ -291,20 +320,16 @@ def feature_streams(
     with their own steps and sinks.
     """
     raw = op.input("events", flow, source)
-    parsed = op.flat_map_batch("parse", raw, parse_batch)
-    valid = op.branch("valid", parsed, _is_keyed_event)
-    events: Any = valid.trues  # keyed sku|location
-    # a branch, not a filter: bytewax runs its predicate without a Python shim per item
-    transfers = op.key_rm(
-        "transfer_events", op.branch("transfers", events, _is_keyed_transfer).trues
-    )
-    by_ref = op.key_on("by_reference", transfers, lambda e: state_key(e.sku, e.reference))
+    # events keyed sku|location, rejects keyed DEAD_LETTER_KEY (see parse_batch)
+    parsed: Any = op.flat_map_batch("parse", raw, parse_batch)
+    by_ref: Any = op.flat_map_batch("transfers", parsed, transfers_by_reference)
     settled = op.stateful_batch("match_transfers", by_ref, lambda resume: MatcherLogic(resume))
-    settlements = op.key_on("settlements", op.key_rm("settled", settled), lambda p: p.key)
+    settlements: Any = op.flat_map_batch("settlements", settled, settlements_by_key)
 
-    keyed: Any = op.merge("ledger_input", events, settlements)
+    keyed: Any = op.merge("ledger_input", parsed, settlements)
     outputs = op.stateful_batch("ledger", keyed, lambda resume: LedgerLogic(resume, emit))
-    return FeatureStreams(op.key_rm("outputs", outputs), valid.falses)
+    split = op.branch("valid", op.key_rm("outputs", outputs), _is_output)
+    return FeatureStreams(split.trues, split.falses)
 
 
 def build_flow(
