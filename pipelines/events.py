@@ -65,6 +65,7 @@ class RejectReason(enum.StrEnum):
     ZONELESS_TIMESTAMP = "zoneless_timestamp"
     NON_INTEGER_QUANTITY = "non_integer_quantity"
     NEGATIVE_QUANTITY = "negative_quantity"
+    QUANTITY_OUT_OF_RANGE = "quantity_out_of_range"
     EMPTY_KEY = "empty_key"
 
 
@@ -78,6 +79,10 @@ REQUIRED_FIELDS: tuple[str, ...] = (
     "source",
 )
 OPTIONAL_FIELDS: tuple[str, ...] = ("reference", "reason", "unit_price", "published_at")
+#: The largest |quantity| one event may carry (the schema's ``minimum``/``maximum``). No retail
+#: transaction moves a billion units; the bound keeps every ledger sum exact in 64-bit counters
+#: (a stream would need 9 billion such events to overflow one), instead of a poison message.
+MAX_ABS_QUANTITY = 1_000_000_000
 _KNOWN_FIELDS = frozenset(REQUIRED_FIELDS + OPTIONAL_FIELDS)
 _EVENT_TYPES = {e.value: e for e in EventType}
 _SOURCES = {s.value: s for s in Source}
@@ -203,6 +208,8 @@ def parse_timestamp(value: Any, field_name: str) -> datetime:
             field_name,
             f"{field_name}={value!r} is not ISO-8601 (expected YYYY-MM-DDThh:mm:ss±zone)",
         )
+    if value[-1] == "z":  # the schema allows it; Python 3.11's fromisoformat does not
+        value = value[:-1] + "Z"
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -245,6 +252,12 @@ def _quantity(value: Any, event_type: EventType) -> int:
             RejectReason.NEGATIVE_QUANTITY,
             "quantity",
             f"quantity={value} is negative; only 'adjustment' carries a signed change",
+        )
+    if abs(value) > MAX_ABS_QUANTITY:
+        raise _Invalid(
+            RejectReason.QUANTITY_OUT_OF_RANGE,
+            "quantity",
+            f"quantity={value} is beyond ±{MAX_ABS_QUANTITY:,} units for one event",
         )
     return int(value)
 
@@ -320,6 +333,8 @@ def _fast_ts(value: Any) -> datetime | None:
     """A zoned ISO-8601 timestamp in UTC, or None when the careful path must judge it."""
     if type(value) is not str or len(value) < 11 or value[10] not in "Tt":
         return None
+    if value[-1] == "z":
+        value = value[:-1] + "Z"
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -353,6 +368,7 @@ def _fast_event(obj: Any) -> InventoryEvent | None:
         or not sku.strip()
         or not location.strip()
         or (q < 0 and event_type is not EventType.ADJUSTMENT)
+        or not -MAX_ABS_QUANTITY <= q <= MAX_ABS_QUANTITY
     ):
         return None
     occurred_at = _fast_ts(obj["occurred_at"])
@@ -431,6 +447,7 @@ def _wire_event(raw: bytes | str) -> InventoryEvent | None:
         or not sku.strip()
         or not location.strip()
         or (q < 0 and event_type is not EventType.ADJUSTMENT)
+        or not -MAX_ABS_QUANTITY <= q <= MAX_ABS_QUANTITY
     ):
         return None
     occurred_at = _fast_ts(wire.occurred_at)

@@ -221,14 +221,15 @@ class Activity:
         """counts[index] += amount, widening the counter type when the value outgrows it."""
         counts = self.counts
         assert counts is not None
-        try:
-            counts[index] += amount
-        except OverflowError:
-            wider = _WIDER.get(counts.typecode)
-            if wider is None:
-                raise  # beyond int64 units in one day: no honest counter for that
-            self.counts = counts = array(wider, counts)
-            counts[index] += amount
+        while True:  # one step may not be enough: a byte counter can jump past int32 at once
+            try:
+                counts[index] += amount
+                return
+            except OverflowError:
+                wider = _WIDER.get(counts.typecode)
+                if wider is None:
+                    raise  # beyond int64 units in one day: no honest counter for that
+                self.counts = counts = array(wider, counts)
 
     def _slot_base(self, ts: float) -> int:
         """Index of the first counter of ``ts``'s UTC day, growing the array as needed."""

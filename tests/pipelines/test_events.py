@@ -1,9 +1,11 @@
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipelines.events import (
     EventType,
@@ -135,8 +137,6 @@ def test_conformance_rejects_exactly_nine_with_reasons(conformance_dir):
 
 # --- the fast path and the careful path must agree --------------------------------------------
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 from pipelines.events import _fast_event, _Invalid, event_from_dict  # noqa: E402
 
@@ -205,3 +205,57 @@ def test_typed_path_agrees_with_careful_path(overrides, start_from_good):
         assert careful == typed
     if careful is not None and not careful.extra and type(obj.get("quantity")) is int:
         assert typed == careful  # the common shape always takes the typed path
+
+
+@pytest.mark.parametrize("quantity", [1_000_000_000, -1_000_000_000])
+def test_quantity_at_the_bound_is_an_event(quantity):
+    event = parse_event(with_(event_type="adjustment", quantity=quantity))
+    assert isinstance(event, InventoryEvent) and event.quantity == quantity
+    assert VALIDATOR.is_valid(json.loads(with_(event_type="adjustment", quantity=quantity)))
+
+
+@pytest.mark.parametrize("quantity", [1_000_000_001, -1_000_000_001, 2**63, 10**25, 1e12])
+def test_quantity_beyond_the_bound_is_dead_lettered_with_its_reason(quantity):
+    raw = with_(event_type="adjustment", quantity=quantity)
+    result = parse_event(raw)
+    assert isinstance(result, Rejection)
+    assert (result.reason, result.field) == (RejectReason.QUANTITY_OUT_OF_RANGE, "quantity")
+    assert "1,000,000,000" in result.detail
+    assert not VALIDATOR.is_valid(json.loads(raw))
+
+
+@given(
+    day=st.dates(min_value=date(1971, 1, 2), max_value=date(2099, 12, 30)),
+    hour=st.integers(0, 23),
+    minute=st.integers(0, 59),
+    second=st.none() | st.integers(0, 59),
+    fraction=st.none() | st.text("0123456789", min_size=1, max_size=9),
+    separator=st.sampled_from("Tt"),
+    zone=st.sampled_from(["Z", "z", "+00:00", "-00:00", "+0530", "-08:00", "+14:00", "-1200"]),
+)
+def test_every_schema_valid_timestamp_parses_to_its_instant(
+    day, hour, minute, second, fraction, separator, zone
+):
+    """The schema's timestamp pattern and the parser agree: any well-formed instant it allows
+    is an event (fast path and careful path alike), at the instant it names."""
+    text = f"{day.isoformat()}{separator}{hour:02d}:{minute:02d}"
+    if second is not None:
+        text += f":{second:02d}"
+        if fraction is not None:
+            text += f".{fraction}"
+    text += zone
+    raw = with_(occurred_at=text)
+    assert VALIDATOR.is_valid(json.loads(raw))
+    event = parse_event(raw)
+    assert isinstance(event, InventoryEvent), event
+    offset = (
+        0
+        if zone in "Zz"
+        else (1 if zone[0] == "+" else -1) * (int(zone[1:3]) * 60 + int(zone[-2:]))
+    )
+    micros = int((fraction or "0")[:6].ljust(6, "0")) if second is not None else 0
+    local = datetime(day.year, day.month, day.day, hour, minute, second or 0, micros, UTC)
+    assert event.occurred_at == local - timedelta(minutes=offset)
+    # the careful path (any extra field sends the payload there) gives the same instant
+    careful = parse_event(with_(occurred_at=text, note="x"))
+    assert isinstance(careful, InventoryEvent) and careful.occurred_at == event.occurred_at

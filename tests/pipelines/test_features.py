@@ -150,3 +150,26 @@ def test_day_counters_widen_without_losing_units():
     assert clone.snapshot(T0.timestamp() + DAY_S) == pytest.approx(
         state.snapshot(T0.timestamp() + DAY_S), nan_ok=True
     )
+
+
+def test_a_day_counter_widens_past_int32_in_one_step():
+    """A byte-wide day counter hit by an amount beyond int32 widens twice, exactly."""
+    from pipelines.events import parse_event
+
+    state = KeyState("A", "S1")
+    adjust = parse_event(
+        '{"event_id":"big","event_type":"adjustment","occurred_at":"2026-03-02T10:00:00Z",'
+        '"sku":"A","location":"S1","quantity":-1000000000,"source":"erp"}'
+    )
+    for n in range(3):
+        again = parse_event(
+            f'{{"event_id":"big-{n}","event_type":"adjustment",'
+            f'"occurred_at":"2026-03-02T11:00:0{n}Z","sku":"A","location":"S1",'
+            f'"quantity":1000000000,"source":"erp"}}'
+        )
+        state.apply(again)
+    state.apply(adjust)
+    row = state.snapshot(state.last_event_ts)
+    assert row["adjustments_28d"] == 4_000_000_000  # |adjusted| units, beyond int32
+    assert row["on_hand"] == 2_000_000_000
+    assert state.activity.counts is not None and state.activity.counts.typecode == "q"
