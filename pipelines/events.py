@@ -97,10 +97,11 @@ def state_key(sku: str, other: str) -> str:
 
     That plain form is ambiguous when the sku itself contains ``|`` (``"A|B" + "C"`` and
     ``"A" + "B|C"`` both give ``"A|B|C"``), which would merge two keys' ledgers. Such a sku's key
-    is escaped instead: ``"\x1f"`` + the JSON array ``[sku, other]``. Ordinary skus keep the plain
-    form, so recovery state written before this rule still resolves.
+    is escaped instead: ``"\x1f"`` + the JSON array ``[sku, other]``; so is a sku that starts with
+    ``"\x1f"`` (its plain key could spell an escaped one). Ordinary skus keep the plain form, so
+    recovery state written before this rule still resolves.
     """
-    if "|" in sku:
+    if "|" in sku or sku.startswith(_ESCAPED_KEY):
         return _ESCAPED_KEY + json.dumps([sku, other], ensure_ascii=False)
     return f"{sku}|{other}"
 

@@ -14,6 +14,7 @@ from pipelines.events import (
     RejectReason,
     encode_event,
     parse_event,
+    state_key,
 )
 
 SCHEMA = json.loads(
@@ -296,3 +297,26 @@ def test_unit_price_beyond_a_double_is_dead_lettered(note, sign):
 def test_large_integer_unit_price_within_a_double_is_an_event():
     event = parse_event(with_(unit_price=10**300))
     assert isinstance(event, InventoryEvent) and event.unit_price == 1e300
+
+
+def _pair_of(key: str) -> tuple[str, str]:
+    """The inverse of ``state_key``: it exists only if no two pairs share a key."""
+    if key.startswith("\x1f"):
+        sku, other = json.loads(key[1:])
+        return sku, other
+    sku, other = key.split("|", 1)
+    return sku, other
+
+
+_KEY_TEXT = st.text(alphabet='\x1f|[]", AB', min_size=1, max_size=8)
+
+
+@given(sku=_KEY_TEXT, other=_KEY_TEXT)
+def test_state_key_is_one_to_one(sku, other):
+    """Two (sku, location) pairs never share a routing key (a shared key merges two ledgers):
+    ``("\\x1f[\\"A", "B\\", \\"C\\"]")`` spelled the escaped key of ``("A|B", "C")``."""
+    assert _pair_of(state_key(sku, other)) == (sku, other)
+
+
+def test_a_sku_that_spells_an_escaped_key_keeps_its_own_key():
+    assert state_key('\x1f["A', 'B", "C"]') != state_key("A|B", "C")

@@ -46,3 +46,16 @@ def test_feature_table_as_of_keeps_nanosecond_resolution_in_range():
     table = replay.feature_table()
     assert table["as_of"].dtype == "datetime64[ns, UTC]"
     assert table["as_of"][0] == pd.Timestamp("2026-03-01T10:00:00.5Z")
+
+
+def test_a_sku_spelling_an_escaped_key_keeps_its_own_ledger():
+    """("\\x1f[\\"A", 'B", "C"]') and ("A|B", "C") shared one routing key, so one ledger
+    (on hand 5 + 5 under whichever pair came first) and one feature row instead of two."""
+    replay = Replay()
+    replay.feed([_event("e1", "2026-03-01T10:00:00Z", sku="A|B", location="C")])
+    replay.feed([_event("e2", "2026-03-01T10:00:00Z", sku='\x1f["A', location='B", "C"]')])
+    table = replay.feature_table()
+    assert sorted(zip(table["sku"], table["location"], table["on_hand"], strict=True)) == [
+        ('\x1f["A', 'B", "C"]', 5),
+        ("A|B", "C", 5),
+    ]
