@@ -97,10 +97,11 @@ def state_key(sku: str, other: str) -> str:
 
     That plain form is ambiguous when the sku itself contains ``|`` (``"A|B" + "C"`` and
     ``"A" + "B|C"`` both give ``"A|B|C"``), which would merge two keys' ledgers. Such a sku's key
-    is escaped instead: ``"\x1f"`` + the JSON array ``[sku, other]``. Ordinary skus keep the plain
-    form, so recovery state written before this rule still resolves.
+    is escaped instead: ``"\x1f"`` + the JSON array ``[sku, other]``; so is a sku that starts with
+    ``"\x1f"`` (its plain key could spell an escaped one). Ordinary skus keep the plain form, so
+    recovery state written before this rule still resolves.
     """
-    if "|" in sku:
+    if "|" in sku or sku.startswith(_ESCAPED_KEY):
         return _ESCAPED_KEY + json.dumps([sku, other], ensure_ascii=False)
     return f"{sku}|{other}"
 
@@ -222,7 +223,14 @@ def parse_timestamp(value: Any, field_name: str) -> datetime:
             field_name,
             f"{field_name}={value!r} has no time zone; add 'Z' or an offset such as +02:00",
         )
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00: in UTC it falls before year 1
+        raise _Invalid(
+            RejectReason.BAD_TIMESTAMP,
+            field_name,
+            f"{field_name}={value!r} is outside the years 1-9999 once converted to UTC",
+        ) from None
 
 
 def _require_str(obj: dict[str, Any], name: str) -> str:
@@ -303,6 +311,16 @@ def event_from_dict(obj: Any) -> InventoryEvent:
         isinstance(unit_price, bool) or not isinstance(unit_price, int | float)
     ):
         raise _Invalid(RejectReason.WRONG_TYPE, "unit_price", "unit_price must be a number")
+    price = None
+    if unit_price is not None:
+        try:
+            price = float(unit_price)
+        except OverflowError:  # an integer of 309+ digits: JSON allows it, a double does not
+            raise _Invalid(
+                RejectReason.WRONG_TYPE,
+                "unit_price",
+                "unit_price must be a number within a double's range (about ±1.8e308)",
+            ) from None
     reference = obj.get("reference")
     reason = obj.get("reason")
     for field_name, optional in (("reference", reference), ("reason", reason)):
@@ -319,7 +337,7 @@ def event_from_dict(obj: Any) -> InventoryEvent:
         source=source,
         reference=reference,
         reason=reason,
-        unit_price=float(unit_price) if unit_price is not None else None,
+        unit_price=price,
         published_at=published_at,
         extra=extra,
     )
@@ -343,7 +361,10 @@ def _fast_ts(value: Any) -> datetime | None:
         return parsed
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         return None
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        return None
 
 
 def _fast_event(obj: Any) -> InventoryEvent | None:
@@ -392,6 +413,10 @@ def _fast_event(obj: Any) -> InventoryEvent | None:
         or (unit_price is not None and type(unit_price) not in (int, float))
     ):
         return None
+    try:
+        price = float(unit_price) if unit_price is not None else None
+    except OverflowError:  # beyond a double: the careful path rejects it
+        return None
     extra: dict[str, Any] = {}
     if len(obj) > len(REQUIRED_FIELDS) and not obj.keys() <= _KNOWN_FIELDS:
         extra = {k: v for k, v in obj.items() if k not in _KNOWN_FIELDS}
@@ -405,7 +430,7 @@ def _fast_event(obj: Any) -> InventoryEvent | None:
         source,
         reference,
         reason,
-        float(unit_price) if unit_price is not None else None,
+        price,
         published_at,
         extra,
     )
@@ -459,6 +484,10 @@ def _wire_event(raw: bytes | str) -> InventoryEvent | None:
         if published_at is None:
             return None
     unit_price = wire.unit_price
+    try:
+        price = float(unit_price) if unit_price is not None else None
+    except OverflowError:  # beyond a double: the careful path rejects it
+        return None
     return InventoryEvent(
         wire.event_id,
         event_type,
@@ -469,7 +498,7 @@ def _wire_event(raw: bytes | str) -> InventoryEvent | None:
         wire.source,
         wire.reference,
         wire.reason,
-        float(unit_price) if unit_price is not None else None,
+        price,
         published_at,
         {},
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,8 @@ import pandas as pd
 from pipelines.events import InventoryEvent, Rejection, parse_event, state_key
 from pipelines.features import KeyState
 from pipelines.ledger import Outcome, TransferMatcher, is_transfer
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -77,13 +80,23 @@ def iter_lines(path: Path) -> Iterator[bytes]:
                 yield line
 
 
+def as_of_timestamp(as_of: float) -> pd.Timestamp:
+    """``as_of`` (POSIX s) as a UTC Timestamp: nanosecond resolution, pandas' default, within
+    its years 1677-2262; microsecond resolution beyond them, where the contract still allows
+    events (years 1-9999), instead of ``OutOfBoundsDatetime``."""
+    try:
+        return pd.Timestamp(as_of, unit="s", tz="UTC")
+    except pd.errors.OutOfBoundsDatetime:
+        return pd.Timestamp(_EPOCH + timedelta(seconds=as_of))
+
+
 def feature_table(states: Iterable[KeyState], as_of: float, sort: bool = True) -> pd.DataFrame:
     """One row per key, features as of ``as_of`` (POSIX s), plus ``as_of`` as a UTC timestamp."""
     rows = [s.snapshot(as_of) for s in states]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    frame.insert(2, "as_of", pd.Timestamp(as_of, unit="s", tz="UTC"))
+    frame.insert(2, "as_of", as_of_timestamp(as_of))
     if sort:
         frame = frame.sort_values(["sku", "location"], ignore_index=True)
     return frame

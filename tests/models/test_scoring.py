@@ -1,4 +1,5 @@
 import csv
+import json
 import math
 
 import numpy as np
@@ -81,3 +82,24 @@ def test_explain_above_explains_exactly_the_rows_at_or_above_it():
         assert high.any() and (~high).any()
         assert (some.loc[~high, col] == "").all()
         assert list(some.loc[high, col]) == list(every.loc[high, col])
+
+
+def test_score_command_with_a_far_future_event(tmp_path, monkeypatch):
+    """One schema-valid event in 9999 among normal ones: a row per key, probabilities in
+    [0, 1] (it crashed with OutOfBoundsDatetime building the feature table)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    events, out = tmp_path / "events.jsonl", tmp_path / "scores.csv"
+    lines = [
+        {"event_id": "a", "occurred_at": "2026-03-01T10:00:00Z", "sku": "A", "event_type": "sale"},
+        {"event_id": "b", "occurred_at": "9999-12-30T00:00:00Z", "sku": "B", "event_type": "sale"},
+    ]
+    common = {"location": "S1", "quantity": 1, "source": "pos"}
+    events.write_text("".join(json.dumps({**line, **common}) + "\n" for line in lines))
+    result = CliRunner().invoke(app, ["score", "--events", str(events), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert sorted(r["sku"] for r in rows) == ["A", "B"]
+    for row in rows:
+        for col in ("phantom_score", "stockout_score"):
+            assert 0.0 <= float(row[col]) <= 1.0

@@ -260,3 +260,36 @@ def test_resume_from_snapshots_of_the_earlier_layout():
     assert logic.matcher.__getstate__() == matcher.__getstate__()
     logic = MatcherLogic(pickle.loads(pickle.dumps(logic.snapshot())))
     assert logic.matcher.__getstate__() == matcher.__getstate__()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_file_job_reads_the_lines_the_replay_reads(tmp_path, workers):
+    """Bytes the replay takes line by line: a raw CR inside an event (JSON whitespace), a line
+    that is not UTF-8, lines of Unicode whitespace. The flow read the file as text: it split
+    the first event in two, stopped on the second and silently skipped the last two."""
+    event = {
+        "event_id": "e1",
+        "event_type": "receipt",
+        "occurred_at": "2026-03-01T10:00:00Z",
+        "sku": "A",
+        "location": "S1",
+        "quantity": 5,
+        "source": "erp",
+    }
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(
+        json.dumps(event).replace(', "sku"', ',\r"sku"').encode()
+        + b"\n"
+        + b'{"event_id": "\xff"}\r\n'
+        + "\u00a0\n\x1c\n".encode()
+    )
+    result = run_features(
+        tmp_path / "out.parquet", events=events, dlq=tmp_path / "dlq.jsonl", workers=workers
+    )
+    reference = replay_file(events)
+    got = pd.read_parquet(tmp_path / "out.parquet")
+    pd.testing.assert_frame_equal(got, reference.feature_table(), check_exact=True)
+    assert got["on_hand"].tolist() == [5]
+    dead = [json.loads(line) for line in (tmp_path / "dlq.jsonl").read_text().splitlines()]
+    assert sorted(d["raw"] for d in dead) == sorted(r.raw for r in reference.rejections)
+    assert result.rejected == len(reference.rejections) == 3

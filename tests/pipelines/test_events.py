@@ -14,6 +14,7 @@ from pipelines.events import (
     RejectReason,
     encode_event,
     parse_event,
+    state_key,
 )
 
 SCHEMA = json.loads(
@@ -259,3 +260,63 @@ def test_every_schema_valid_timestamp_parses_to_its_instant(
     # the careful path (any extra field sends the payload there) gives the same instant
     careful = parse_event(with_(occurred_at=text, note="x"))
     assert isinstance(careful, InventoryEvent) and careful.occurred_at == event.occurred_at
+
+
+@pytest.mark.parametrize("field", ["occurred_at", "published_at"])
+@pytest.mark.parametrize("text", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00"])
+@pytest.mark.parametrize("note", [None, "x"])  # None: the typed path; "x": the dict paths
+def test_timestamp_beyond_datetime_range_in_utc_is_dead_lettered(field, text, note):
+    """Schema-valid, but the instant falls outside years 1-9999 in UTC: a reject, not a crash
+    of the whole stream (it raised OverflowError)."""
+    raw = with_(**{field: text}, **({"note": note} if note else {}))
+    assert VALIDATOR.is_valid(json.loads(raw))
+    result = parse_event(raw)
+    assert isinstance(result, Rejection)
+    assert (result.reason, result.field) == (RejectReason.BAD_TIMESTAMP, field)
+
+
+def test_timestamp_at_the_edge_of_datetime_range_is_an_event():
+    event = parse_event(with_(occurred_at="0001-01-01T00:00:00-12:00"))
+    assert isinstance(event, InventoryEvent)
+    assert event.occurred_at == datetime(1, 1, 1, 12, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("note", [None, "x"])
+@pytest.mark.parametrize("sign", ["", "-"])
+def test_unit_price_beyond_a_double_is_dead_lettered(note, sign):
+    """A 400-digit integer is a JSON number (schema-valid) but no double: rejected with its
+    field named, where it raised OverflowError."""
+    extra = {"note": note} if note else {}
+    raw = with_(**extra).replace('"e1"', f'"e1", "unit_price": {sign}1{"0" * 400}')
+    assert VALIDATOR.is_valid(json.loads(raw))
+    result = parse_event(raw)
+    assert isinstance(result, Rejection)
+    assert (result.reason, result.field) == (RejectReason.WRONG_TYPE, "unit_price")
+
+
+def test_large_integer_unit_price_within_a_double_is_an_event():
+    event = parse_event(with_(unit_price=10**300))
+    assert isinstance(event, InventoryEvent) and event.unit_price == 1e300
+
+
+def _pair_of(key: str) -> tuple[str, str]:
+    """The inverse of ``state_key``: it exists only if no two pairs share a key."""
+    if key.startswith("\x1f"):
+        sku, other = json.loads(key[1:])
+        return sku, other
+    sku, other = key.split("|", 1)
+    return sku, other
+
+
+_KEY_TEXT = st.text(alphabet='\x1f|[]", AB', min_size=1, max_size=8)
+
+
+@given(sku=_KEY_TEXT, other=_KEY_TEXT)
+def test_state_key_is_one_to_one(sku, other):
+    """Two (sku, location) pairs never share a routing key (a shared key merges two ledgers):
+    ``("\\x1f[\\"A", "B\\", \\"C\\"]")`` spelled the escaped key of ``("A|B", "C")``."""
+    assert _pair_of(state_key(sku, other)) == (sku, other)
+
+
+def test_a_sku_that_spells_an_escaped_key_keeps_its_own_key():
+    assert state_key('\x1f["A', 'B", "C"]') != state_key("A|B", "C")
