@@ -458,8 +458,7 @@ class InventoryBook:
         outcome = self.position(event.sku, event.location).apply(event)
         if outcome is Outcome.DUPLICATE:
             self.duplicates += 1
-            return outcome
-        if is_transfer(event):
+        if is_transfer(event):  # duplicate or not: the matcher dedupes itself, as in the stream
             assert event.reference is not None
             matcher = self.matchers.setdefault((event.sku, event.reference), TransferMatcher())
             for settlement in matcher.observe(event):

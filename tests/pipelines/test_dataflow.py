@@ -293,3 +293,38 @@ def test_file_job_reads_the_lines_the_replay_reads(tmp_path, workers):
     dead = [json.loads(line) for line in (tmp_path / "dlq.jsonl").read_text().splitlines()]
     assert sorted(d["raw"] for d in dead) == sorted(r.raw for r in reference.rejections)
     assert result.rejected == len(reference.rejections) == 3
+
+
+def test_flow_and_replay_agree_when_a_transfer_reuses_an_id_its_key_applied():
+    """Ids are unique per business transaction by contract; when a source breaks that, the
+    replay and the stream must still agree (the stream's matcher sees every transfer)."""
+    from pipelines.replay import Replay
+
+    def line(eid, etype, loc, q, hour, ref=None):
+        body = {
+            "event_id": eid,
+            "event_type": etype,
+            "occurred_at": f"2026-03-01T{hour:02d}:00:00Z",
+            "sku": "A",
+            "location": loc,
+            "quantity": q,
+            "source": "wms",
+        }
+        if ref is not None:
+            body["reference"] = ref
+        return json.dumps(body)
+
+    lines = [
+        line("X", "receipt", "DC", 10, 1),
+        line("X", "transfer_out", "DC", 4, 2, ref="R1"),  # the ledger saw id X: not applied
+        line("in-1", "transfer_in", "S1", 4, 5, ref="R1"),
+    ]
+    replay = Replay()
+    replay.feed(lines)
+    for workers in (1, 2):
+        out, dlq = run_flow(lines, workers=workers)
+        assert dlq == []
+        got = table(final_states(out))
+        pd.testing.assert_frame_equal(got, replay.feature_table(), check_exact=True)
+    dc = replay.states["A|DC"].position
+    assert (dc.on_hand, dc.in_transit) == (10, -4)  # settled against a transfer_out never applied
