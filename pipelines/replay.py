@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines.events import InventoryEvent, Rejection, parse_event, state_key
-from pipelines.features import KeyState
+from pipelines.features import FEATURES, KeyState
 from pipelines.ledger import Outcome, TransferMatcher, is_transfer
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -96,13 +96,25 @@ def as_of_timestamp(as_of: float) -> pd.Timestamp:
 def feature_table(states: Iterable[KeyState], as_of: float, sort: bool = True) -> pd.DataFrame:
     """One row per key, features as of ``as_of`` (POSIX s), plus ``as_of`` as a UTC timestamp."""
     rows = [s.snapshot(as_of) for s in states]
+    if not rows:  # no key (an empty or all-rejected stream): the same columns, no rows
+        return empty_feature_table()
     frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
     frame.insert(2, "as_of", as_of_timestamp(as_of))
     if sort:
         frame = frame.sort_values(["sku", "location"], ignore_index=True)
     return frame
+
+
+def empty_feature_table() -> pd.DataFrame:
+    """The feature table of a stream with no key: every column, typed, and no rows."""
+    columns: dict[str, pd.Series] = {
+        "sku": pd.Series(dtype=object),
+        "location": pd.Series(dtype=object),
+        "as_of": pd.Series(dtype="datetime64[ns, UTC]"),
+    }
+    for feature in FEATURES:
+        columns[feature.name] = pd.Series(dtype="int64" if feature.dtype == "int" else "float64")
+    return pd.DataFrame(columns)
 
 
 def replay_file(path: Path) -> Replay:

@@ -59,3 +59,31 @@ def test_a_sku_spelling_an_escaped_key_keeps_its_own_ledger():
         ('\x1f["A', 'B", "C"]', 5),
         ("A|B", "C", 5),
     ]
+
+
+def test_a_stream_without_keys_gives_every_column_and_no_rows(tmp_path):
+    """An empty or all-rejected stream still writes the feature table's columns (typed)."""
+    from pipelines.feature_job import run_features
+    from pipelines.features import FEATURE_NAMES
+
+    events = tmp_path / "events.jsonl"
+    events.write_text('not json\n{"event_id": "e1"}\n\n')
+    out = tmp_path / "features.parquet"
+    result = run_features(out, events=events, dlq=tmp_path / "dlq.jsonl")
+    assert (result.keys, result.rejected) == (0, 2)
+    table = pd.read_parquet(out)
+    assert list(table.columns) == ["sku", "location", "as_of", *FEATURE_NAMES]
+    assert len(table) == 0
+    assert str(table["as_of"].dtype) == "datetime64[ns, UTC]"
+    assert str(table["on_hand"].dtype) == "int64" and str(table["sales_7d"].dtype) == "float64"
+    replayed = Replay()
+    replayed.feed(events.read_text().splitlines())
+    assert list(replayed.feature_table().columns) == list(table.columns)
+
+
+def test_the_empty_table_has_the_columns_and_types_of_a_full_one(conformance_dir):
+    from pipelines.replay import empty_feature_table, replay_file
+
+    full = replay_file(conformance_dir / "events.jsonl").feature_table()
+    assert len(full) > 0
+    pd.testing.assert_series_equal(full.dtypes, empty_feature_table().dtypes)
