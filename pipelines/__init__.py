@@ -34,10 +34,9 @@ def _guard() -> None:
     from_source = native.modules_to_run_from_source()
     if not from_source:
         return
-    stale = native.stale_modules()
-    if stale:
+    if not native.pure_requested():  # then these are stale builds
         warnings.warn(
-            f"compiled {', '.join(stale)} out of date with the source: running the source; "
+            f"compiled {', '.join(from_source)} out of date with the source: running the source; "
             "rebuild with `make install`",
             RuntimeWarning,
             stacklevel=2,

@@ -54,14 +54,17 @@ def stale_modules() -> list[str]:
         recorded = json.loads(MANIFEST.read_text())
     except (OSError, ValueError):
         recorded = {}
-    return [
-        m for m in CORE if compiled_paths(m) and recorded.get(m) != source_digest(m)
-    ]  # fmt: skip
+    return [m for m in CORE if compiled_paths(m) and recorded.get(m) != source_digest(m)]
+
+
+def pure_requested() -> bool:
+    """True if ``SHELFGUARD_PURE_PYTHON`` asks for the sources whatever is built."""
+    return os.environ.get(PURE_ENV, "") not in ("", "0")
 
 
 def modules_to_run_from_source() -> list[str]:
     """The core modules Python must import from their ``.py`` (pure mode, or stale builds)."""
-    if os.environ.get(PURE_ENV, "") not in ("", "0"):
+    if pure_requested():
         return [m for m in CORE if compiled_paths(m)]
     return stale_modules()
 

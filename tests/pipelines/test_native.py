@@ -20,7 +20,7 @@ from pipelines import native
 
 REPO = Path(__file__).resolve().parents[2]
 EXPECT_COMPILED = os.environ.get("SHELFGUARD_EXPECT_COMPILED") == "1"
-PURE = os.environ.get(native.PURE_ENV, "") not in ("", "0")
+PURE = native.pure_requested()
 
 # Replays a simulated world (with a duplicate storm and late events) and prints what a run
 # produces: which build ran, the feature table, every key's state, and pickle round trips.
