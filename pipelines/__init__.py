@@ -34,9 +34,10 @@ def _guard() -> None:
     from_source = native.modules_to_run_from_source()
     if not from_source:
         return
-    if not native.pure_requested():  # then these are stale builds
+    if not native.pure_requested():  # then a build is stale
         warnings.warn(
-            f"compiled {', '.join(from_source)} out of date with the source: running the source; "
+            f"compiled {', '.join(native.stale_modules())} out of date with the source: running "
+            "the sources of the whole compiled core; "
             "rebuild with `make install`",
             RuntimeWarning,
             stacklevel=2,

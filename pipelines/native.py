@@ -63,10 +63,15 @@ def pure_requested() -> bool:
 
 
 def modules_to_run_from_source() -> list[str]:
-    """The core modules Python must import from their ``.py`` (pure mode, or stale builds)."""
-    if pure_requested():
-        return [m for m in CORE if compiled_paths(m)]
-    return stale_modules()
+    """The core modules Python must import from their ``.py`` (pure mode, or stale builds).
+
+    All or none: the modules are one mypyc group, and a compiled ``features`` calls the group's
+    own compiled ``ledger`` classes, so one stale module sends the whole group to the sources.
+    """
+    built = [m for m in CORE if compiled_paths(m)]
+    if pure_requested() or stale_modules():
+        return built
+    return []
 
 
 def is_compiled(module: object) -> bool:
