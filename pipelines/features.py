@@ -25,8 +25,16 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
-from pipelines.events import EventType, InventoryEvent
-from pipelines.ledger import DAY_S, NEG_INF, Outcome, Position, TransitSettlement
+from pipelines.events import EventType, InventoryEvent, state_key
+from pipelines.ledger import (
+    DAY_S,
+    NEG_INF,
+    Outcome,
+    Position,
+    TransferMatcher,
+    TransitSettlement,
+    is_transfer,
+)
 
 HOUR_S = 3600.0
 RATE_TAU_DAYS = 7.0
@@ -174,7 +182,7 @@ class Activity:
     def __setstate__(self, state: tuple) -> None:
         for name, value in zip(ACTIVITY_FIELDS, state, strict=True):
             setattr(self, name, value)
-        if type(self.counts) is tuple:  # (typecode, bytes); older snapshots hold the array
+        if type(self.counts) is tuple:  # (typecode, bytes), see __getstate__
             typecode, raw = self.counts
             self.counts = array(typecode, raw)
 
@@ -329,9 +337,6 @@ class KeyState:
         )
 
     def __setstate__(self, state: tuple) -> None:
-        if isinstance(state[2], Position):  # earlier layout: (sku, location, Position, Activity, n)
-            self.sku, self.location, self.position, self.activity, self.duplicates = state
-            return
         sku, location, self.duplicates, position, activity = state
         self.sku, self.location = sys.intern(sku), sys.intern(location)
         self.position = Position()
@@ -429,3 +434,88 @@ class KeyState:
             "ledger_anomalies": pos.anomalies,
             "unit_price": act.unit_price,
         }
+
+
+#: Tags the recovery snapshot of a :class:`Book` (see :meth:`Book.__getstate__`).
+BOOK_STATE_VERSION = "book-v1"
+
+
+class Book:
+    """The keyed state of a set of skus: a :class:`KeyState` per (sku, location) and a
+    :class:`TransferMatcher` per (sku, reference), applied in arrival order.
+
+    The one place events meet state: the replay (``score``, training sets, tests) keeps one book
+    for the whole stream; the dataflow keeps one per sku (its routing key), so a transfer's two
+    sides and its settlement meet in one state, in the order they arrived, with no message
+    between steps to race. Transfers match within a sku only, so the two give the same result.
+    """
+
+    __slots__ = ("states", "matchers")
+
+    def __init__(self) -> None:
+        self.states: dict[str, KeyState] = {}
+        self.matchers: dict[str, TransferMatcher] = {}
+
+    def state(self, key: str, sku: str, location: str) -> KeyState:
+        """The state of ``key`` (= ``state_key(sku, location)``), created empty if new."""
+        found = self.states.get(key)
+        if found is None:
+            found = self.states[key] = KeyState(sku, location)
+        return found
+
+    def apply(self, event: InventoryEvent) -> Outcome:
+        """Apply ``event`` to its key, then settle transit if it completes a transfer."""
+        return self._apply(event, None)
+
+    def apply_batch(self, events: list[InventoryEvent]) -> dict[str, InventoryEvent | None]:
+        """Apply ``events`` in order; return the keys they changed, each with the last event
+        that changed it (None: only a transit settlement did)."""
+        changed: dict[str, InventoryEvent | None] = {}
+        for event in events:
+            self._apply(event, changed)
+        return changed
+
+    def _apply(
+        self, event: InventoryEvent, changed: dict[str, InventoryEvent | None] | None
+    ) -> Outcome:
+        key = state_key(event.sku, event.location)
+        outcome = self.state(key, event.sku, event.location).apply(event)
+        if changed is not None and outcome is not Outcome.DUPLICATE:
+            changed[key] = event
+        # every transfer reaches its matcher, duplicate or not: the matcher dedupes by itself
+        if is_transfer(event):
+            reference = event.reference
+            assert reference is not None  # is_transfer: only transfers with a reference
+            mkey = state_key(event.sku, reference)
+            matcher = self.matchers.get(mkey)
+            if matcher is None:
+                matcher = self.matchers[mkey] = TransferMatcher()
+            for settlement in matcher.observe(event):
+                skey = settlement.key
+                target = self.state(skey, settlement.sku, settlement.location)
+                if target.apply(settlement) is not Outcome.DUPLICATE and changed is not None:
+                    if skey not in changed:
+                        changed[skey] = None
+        return outcome
+
+    def __getstate__(self) -> tuple:
+        """Plain immutable data: ``(BOOK_STATE_VERSION, ((key, KeyState state), ...),
+        ((matcher key, TransferMatcher state), ...))``; the dataflow's recovery snapshot."""
+        return (
+            BOOK_STATE_VERSION,
+            tuple((key, state.__getstate__()) for key, state in self.states.items()),
+            tuple((key, matcher.__getstate__()) for key, matcher in self.matchers.items()),
+        )
+
+    def __setstate__(self, state: tuple) -> None:
+        if len(state) != 3 or state[0] != BOOK_STATE_VERSION:
+            raise ValueError(f"not a {BOOK_STATE_VERSION} snapshot: {str(state)[:80]!r}")
+        self.states = {key: KeyState.from_state(value) for key, value in state[1]}
+        self.matchers = {key: TransferMatcher.from_state(value) for key, value in state[2]}
+
+    @classmethod
+    def from_state(cls, state: tuple) -> Book:
+        """The :class:`Book` whose ``__getstate__()`` was ``state``."""
+        restored = cls()
+        restored.__setstate__(state)
+        return restored

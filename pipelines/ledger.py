@@ -259,11 +259,6 @@ class Position:
         return state
 
     def __setstate__(self, state: tuple) -> None:
-        if len(state) == len(_SLOTS_V1):  # a snapshot from before the packed post-count deltas
-            old = dict(zip(_SLOTS_V1, state, strict=True))
-            pairs = zip(old.pop("_pc_ts"), old.pop("_pc_delta"), strict=True)
-            old["_post_count"] = b"".join(_PC_PAIR.pack(t, d) for t, d in pairs)
-            state = tuple(old[name] for name in POSITION_FIELDS)
         for name, value in zip(POSITION_FIELDS, state, strict=True):
             setattr(self, name, value)
         if isinstance(self._seen, frozenset):  # the current generation keeps growing
@@ -364,14 +359,6 @@ class Position:
 
 _position_state = attrgetter(*POSITION_FIELDS)
 
-#: ``POSITION_FIELDS`` before the post-count deltas were packed (snapshots may still hold it).
-_SLOTS_V1 = (
-    *POSITION_FIELDS[: POSITION_FIELDS.index("_post_count")],
-    "_pc_ts",
-    "_pc_delta",
-    *POSITION_FIELDS[POSITION_FIELDS.index("_post_count") + 1 :],
-)
-
 
 class TransferMatcher:
     """Matches ``transfer_out`` and ``transfer_in`` of one (sku, reference), in any order.
@@ -393,9 +380,7 @@ class TransferMatcher:
         """Plain immutable data: cheap to pickle, safe to hand out as a snapshot."""
         return (self.source_location, tuple(self.pending_ins), frozenset(self.seen))
 
-    def __setstate__(self, state: tuple | tuple[None, dict]) -> None:
-        if len(state) == 2:  # the default slots pickle of earlier versions: (None, slots dict)
-            state = (state[1]["source_location"], state[1]["pending_ins"], state[1]["seen"])
+    def __setstate__(self, state: tuple) -> None:
         self.source_location = state[0]
         self.pending_ins, self.seen = list(state[1]), set(state[2])
 
@@ -438,8 +423,8 @@ def is_transfer(event: InventoryEvent) -> bool:
 class InventoryBook:
     """Positions of many keys, with transfer matching: the whole ledger for batch use.
 
-    The stream runs the same two pieces (:class:`TransferMatcher` keyed by sku|reference,
-    :class:`Position` keyed by sku|location) as two stateful steps.
+    The positions alone (no features) of what :class:`pipelines.features.Book` keeps, which the
+    stream and the replay run.
     """
 
     def __init__(self) -> None:

@@ -1,7 +1,7 @@
 """Replay an event log through the ledger and feature code without a stream engine.
 
-The same :class:`~pipelines.features.KeyState` and :class:`~pipelines.ledger.TransferMatcher` the
-dataflow runs, applied in file (arrival) order in one process. Used by ``shelfguard score``, the
+The same :class:`~pipelines.features.Book` the dataflow runs (per sku there), applied in file
+(arrival) order in one process. Used by ``shelfguard score``, the
 training-set builder and the tests as the reference the dataflow must reproduce.
 """
 
@@ -15,46 +15,42 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.events import InventoryEvent, Rejection, parse_event, state_key
-from pipelines.features import FEATURES, KeyState
-from pipelines.ledger import Outcome, TransferMatcher, is_transfer
+from pipelines.events import InventoryEvent, Rejection, parse_event
+from pipelines.features import FEATURES, Book, KeyState
+from pipelines.ledger import Outcome, TransferMatcher
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
 class Replay:
-    """Keyed state after a replay, plus what was rejected."""
+    """Keyed state after a replay, plus what was rejected.
 
-    states: dict[str, KeyState] = field(default_factory=dict)
-    matchers: dict[str, TransferMatcher] = field(default_factory=dict)
+    One :class:`~pipelines.features.Book` for the whole stream; the dataflow keeps one per sku
+    and applies each the same way, in arrival order.
+    """
+
+    book: Book = field(default_factory=Book)
     rejections: list[Rejection] = field(default_factory=list)
     events: int = 0
     duplicates: int = 0
 
+    @property
+    def states(self) -> dict[str, KeyState]:
+        """Every key's state, by :func:`~pipelines.events.state_key`."""
+        return self.book.states
+
+    @property
+    def matchers(self) -> dict[str, TransferMatcher]:
+        """Every transfer's matcher, by ``state_key(sku, reference)``."""
+        return self.book.matchers
+
     def apply(self, event: InventoryEvent) -> Outcome:
-        state = self.states.get(event.state_key)
-        if state is None:
-            state = self.states[event.state_key] = KeyState(event.sku, event.location)
-        outcome = state.apply(event)
+        outcome = self.book.apply(event)
         if outcome is Outcome.DUPLICATE:
             self.duplicates += 1
         else:
             self.events += 1
-        # every transfer reaches its matcher, duplicate or not, as in the stream (where matching
-        # runs beside the ledger): the matcher's own dedupe decides, so the two agree even when
-        # an id is reused by another event of the key (a breach of the contract)
-        if is_transfer(event):
-            assert event.reference is not None  # is_transfer: only transfers with a reference
-            mkey = state_key(event.sku, event.reference)
-            matcher = self.matchers.setdefault(mkey, TransferMatcher())
-            for settlement in matcher.observe(event):
-                target = self.states.get(settlement.key)
-                if target is None:
-                    target = self.states[settlement.key] = KeyState(
-                        settlement.sku, settlement.location
-                    )
-                target.apply(settlement)
         return outcome
 
     def feed(self, payloads: Iterable[bytes | str]) -> None:

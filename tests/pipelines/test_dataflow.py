@@ -7,12 +7,14 @@ import json
 import pickle
 from datetime import timedelta
 
+import bytewax.operators as op
 import pandas as pd
 import pytest
+from bytewax.operators import StatefulBatchLogic
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
-from pipelines.dataflow import FeatureUpdate, build_flow
+from pipelines.dataflow import FeatureUpdate, RecoveryFormatError, build_flow
 from pipelines.events import Rejection
 from pipelines.feature_job import run_features
 from pipelines.features import KeyState
@@ -192,74 +194,67 @@ def test_resume_after_abort_equals_uninterrupted_run(world, tmp_path):
     pd.testing.assert_frame_equal(resumed, replay_file(world).feature_table(), check_exact=True)
 
 
-class _AsPickledBefore:
-    """Pickles like an object of ``cls`` with the ``state`` the earlier layouts wrote."""
+class _PerLocationLedger(StatefulBatchLogic):
+    """The ledger step of the earlier layout: one state per sku|location, snapshots
+    ``(KeyState state, held settlements)``."""
 
-    def __init__(self, cls, state):
-        self.cls, self.state = cls, state
+    def __init__(self, resume):
+        self.state = None
 
-    def __reduce__(self):
-        # what protocol 2+ wrote for them: NEWOBJ (cls.__new__(cls)), then BUILD
-        # (__setstate__(state)); compiled classes must still load it
-        return (_new, (self.cls,), self.state)
+    def on_batch(self, values):
+        if self.state is None:
+            self.state = KeyState(values[0].sku, values[0].location)
+        for event in values:
+            self.state.apply(event)
+        return [], self.RETAIN
+
+    def snapshot(self):
+        return (self.state.__getstate__(), ())
 
 
-def _new(cls):
-    return cls.__new__(cls)
+def test_a_recovery_store_of_the_per_location_layout_is_refused(world, tmp_path):
+    """Its states are keyed sku|location; events now route by sku, so resuming would silently
+    start every ledger from zero while the input continues where it stopped."""
+    from bytewax.dataflow import Dataflow
 
-
-def test_resume_from_snapshots_of_the_earlier_layout():
-    """Recovery stores written before the flat snapshots (pickled objects) still resume."""
-    from array import array
-
-    from pipelines.dataflow import LedgerLogic, MatcherLogic
     from pipelines.events import parse_event
-    from pipelines.features import Activity
-    from pipelines.ledger import _SLOTS_V1, POSITION_FIELDS, Position, TransferMatcher
 
-    events = [parse_event(line) for line in [
-        b'{"event_id":"o","event_type":"cycle_count","occurred_at":"2026-03-01T00:00:00Z",'
-        b'"sku":"A","location":"S1","quantity":9,"source":"erp"}',
-        b'{"event_id":"s","event_type":"sale","occurred_at":"2026-03-01T05:00:00Z",'
-        b'"sku":"A","location":"S1","quantity":2,"source":"pos","unit_price":3.0}',
-    ]]  # fmt: skip
-    state = KeyState("A", "S1")
-    for event in events:
-        state.apply(event)
-    pos = dict(zip(POSITION_FIELDS, state.position.__getstate__(), strict=True))
-    pos.update(_pc_ts=array("d", [events[1].occurred_ts]), _pc_delta=array("q", [-2]))
-    pos["_seen"] = {"o", "s"}
-    act = list(state.activity.__getstate__())
-    act[1] = array("i", array(*act[1]))  # the counters were an int32 array
-    old_state = (
-        "A",
-        "S1",
-        _AsPickledBefore(Position, tuple(pos[name] for name in _SLOTS_V1)),
-        _AsPickledBefore(Activity, tuple(act)),
-        0,
+    lines = list(iter_lines(world))[:200]
+    init_db_dir(tmp_path, 1)
+    recovery = RecoveryConfig(str(tmp_path))
+    old = Dataflow("shelfguard_features")
+    raw = op.input("events", old, TestingSource([*lines, TestingSource.ABORT()], batch_size=50))
+    parsed = op.map("parse", raw, parse_event)
+    events = op.filter("valid", parsed, lambda e: type(e) is not Rejection)
+    keyed = op.key_on("key", events, lambda e: f"{e.sku}|{e.location}")
+    op.output("out", op.stateful_batch("ledger", keyed, _PerLocationLedger), TestingSink([]))
+    run_main(old, epoch_interval=timedelta(0), recovery_config=recovery)
+
+    flow = build_flow(TestingSource(lines), TestingSink([]), TestingSink([]), emit="final")
+    with pytest.raises(RecoveryFormatError, match="earlier layout"):
+        run_main(flow, epoch_interval=timedelta(0), recovery_config=recovery)
+
+
+def test_book_snapshots_round_trip_through_pickle(world):
+    """A sku's recovery snapshot restores every location and every open transfer."""
+    from pipelines.features import Book
+
+    reference = replay_file(world)
+    restored = Book.from_state(pickle.loads(pickle.dumps(reference.book.__getstate__())))
+    pd.testing.assert_frame_equal(
+        feature_table(restored.states.values(), reference.as_of),
+        reference.feature_table(),
+        check_exact=True,
     )
-    blob = pickle.dumps((_AsPickledBefore(KeyState, old_state), []))
-    resumed = LedgerLogic(blob, "final")
-    assert resumed.state is not None
-    as_of = events[1].occurred_ts
-    assert resumed.state.snapshot(as_of) == state.snapshot(as_of)
-    resumed.on_batch(events)  # both remembered: duplicates
-    assert resumed.state.duplicates == 2
-    # and the new snapshots round-trip through pickle as the runtime does it
-    again = LedgerLogic(pickle.loads(pickle.dumps(resumed.snapshot())), "final")
-    assert again.state is not None and again.state.__getstate__() == resumed.state.__getstate__()
-
-    matcher = TransferMatcher()
-    matcher.pending_ins.append(("in-1", 4))
-    matcher.seen.add("in-1")
-    old_matcher = _AsPickledBefore(
-        TransferMatcher, (None, {"source_location": None, "pending_ins": [("in-1", 4)],
-                                 "seen": {"in-1"}}),
-    )  # fmt: skip
-    logic = MatcherLogic(pickle.dumps((old_matcher, None)))
-    assert logic.matcher.__getstate__() == matcher.__getstate__()
-    logic = MatcherLogic(pickle.loads(pickle.dumps(logic.snapshot())))
-    assert logic.matcher.__getstate__() == matcher.__getstate__()
+    assert {k: s.position.__getstate__() for k, s in restored.states.items()} == {
+        k: s.position.__getstate__() for k, s in reference.states.items()
+    }
+    assert {k: m.__getstate__() for k, m in restored.matchers.items()} == {
+        k: m.__getstate__() for k, m in reference.matchers.items()
+    }
+    assert len(restored.matchers) > 0
+    with pytest.raises(ValueError, match="book-v1"):
+        Book.from_state((KeyState("A", "S1").__getstate__(), ()))
 
 
 @pytest.mark.parametrize("workers", [1, 2])

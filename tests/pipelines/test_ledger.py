@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 
 from pipelines.events import EventType, InventoryEvent, Source, parse_event
 from pipelines.ledger import (
-    POSITION_FIELDS,
     TRANSITIONS,
     Bucket,
     InventoryBook,
@@ -250,22 +249,3 @@ def test_dedupe_generation_grows_from_blob_to_set_and_rotates():
     assert _remembered(pos, ids[0]) and _remembered(pos, "next-week")
     pos.apply(ev("week-after", "sale", 1, 16 * 24))  # rotates again: the first ids are forgotten
     assert not pos.has_seen(ids[0]) and pos.has_seen("next-week")
-
-
-def test_snapshot_of_the_unpacked_layout_still_loads():
-    # recovery stores may hold Positions pickled before the post-count deltas were packed
-    from array import array
-
-    from pipelines.ledger import _SLOTS_V1
-
-    pos = Position()
-    for e in [ev("o", "cycle_count", 10, 0), ev("s1", "sale", 2, 5), ev("r", "receipt", 4, 6)]:
-        pos.apply(e)
-    current = dict(zip(POSITION_FIELDS, pos.__getstate__(), strict=True))
-    current["_pc_ts"] = array("d", [T0.timestamp() + 5 * 3600, T0.timestamp() + 6 * 3600])
-    current["_pc_delta"] = array("q", [-2, 4])
-    old = Position.__new__(Position)
-    old.__setstate__(tuple(current[name] for name in _SLOTS_V1))
-    assert old.__getstate__() == pos.__getstate__()
-    old.apply(ev("c", "cycle_count", 3, 5.5))  # as of 5.5 h: the receipt at 6 h still applies
-    assert old.on_hand == 7 and old.has_seen("s1")
