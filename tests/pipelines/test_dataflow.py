@@ -18,7 +18,7 @@ from pipelines.dataflow import FeatureUpdate, RecoveryFormatError, build_flow
 from pipelines.events import Rejection
 from pipelines.feature_job import run_features
 from pipelines.features import KeyState
-from pipelines.replay import feature_table, iter_lines, replay_file
+from pipelines.replay import Replay, feature_table, iter_lines, replay_file
 from pipelines.simulator import simulate
 
 
@@ -323,3 +323,24 @@ def test_flow_and_replay_agree_when_a_transfer_reuses_an_id_its_key_applied():
         pd.testing.assert_frame_equal(got, replay.feature_table(), check_exact=True)
     dc = replay.states["A|DC"].position
     assert (dc.on_hand, dc.in_transit) == (10, -4)  # settled against a transfer_out never applied
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_over_receipt_settles_on_arrival_in_flow_and_replay(workers):
+    """More received than shipped under one reference drives in-transit below zero at once (a
+    ``ledger_anomalies``), before the source's next transfer refills it. The per-location flow
+    applied the settlement after the source key's batch and counted none (fuzz finding)."""
+    lines = [
+        _transfer("in-1", "transfer_in", "A", "S1", 1, ref="R1", qty=6),
+        _transfer("rc", "receipt", "A", "DC", 2, ref="PO", qty=20),
+        _transfer("out-1", "transfer_out", "A", "DC", 3, ref="R1", qty=4),
+        _transfer("out-2", "transfer_out", "A", "DC", 4, ref="R2", qty=5),
+    ]
+    replay = Replay()
+    replay.feed(lines)
+    dc = replay.states["A|DC"].position
+    assert (dc.in_transit, dc.anomalies) == (3, 1)
+    for batch_size in (1, 100):
+        out, _ = run_flow(lines, workers=workers, batch_size=batch_size)
+        got = table(final_states(out))
+        pd.testing.assert_frame_equal(got, replay.feature_table(), check_exact=True)
