@@ -438,6 +438,10 @@ class KeyState:
 
 #: Tags the recovery snapshot of a :class:`Book` (see :meth:`Book.__getstate__`).
 BOOK_STATE_VERSION = "book-v1"
+#: A transfer reference is forgotten once its sku's transfers have moved this far (event time)
+#: past the reference's last event: a side arriving later settles nothing. Bounds the matchers
+#: a long-running stream keeps; long enough for slow shipments (sea freight ~30–45 days).
+TRANSFER_HORIZON_S = 60 * DAY_S
 
 
 class Book:
@@ -447,14 +451,27 @@ class Book:
     The one place events meet state: the replay (``score``, training sets, tests) keeps one book
     for the whole stream; the dataflow keeps one per sku (its routing key), so a transfer's two
     sides and its settlement meet in one state, in the order they arrived, with no message
-    between steps to race. Transfers match within a sku only, so the two give the same result.
+    between steps to race. Transfers match within a sku only, and everything here that depends
+    on time (forgetting old references) is measured per sku, so the two give the same result.
     """
 
-    __slots__ = ("states", "matchers")
+    __slots__ = ("states", "transfers", "clocks")
 
     def __init__(self) -> None:
         self.states: dict[str, KeyState] = {}
-        self.matchers: dict[str, TransferMatcher] = {}
+        #: sku → reference → matcher
+        self.transfers: dict[str, dict[str, TransferMatcher]] = {}
+        #: sku → (newest transfer event time, time of the last sweep for old references)
+        self.clocks: dict[str, tuple[float, float]] = {}
+
+    @property
+    def matchers(self) -> dict[str, TransferMatcher]:
+        """Every open transfer's matcher, by ``state_key(sku, reference)``."""
+        return {
+            state_key(sku, reference): matcher
+            for sku, refs in self.transfers.items()
+            for reference, matcher in refs.items()
+        }
 
     def state(self, key: str, sku: str, location: str) -> KeyState:
         """The state of ``key`` (= ``state_key(sku, location)``), created empty if new."""
@@ -484,13 +501,7 @@ class Book:
             changed[key] = event
         # every transfer reaches its matcher, duplicate or not: the matcher dedupes by itself
         if is_transfer(event):
-            reference = event.reference
-            assert reference is not None  # is_transfer: only transfers with a reference
-            mkey = state_key(event.sku, reference)
-            matcher = self.matchers.get(mkey)
-            if matcher is None:
-                matcher = self.matchers[mkey] = TransferMatcher()
-            for settlement in matcher.observe(event):
+            for settlement in self._matcher(event).observe(event):
                 skey = settlement.key
                 target = self.state(skey, settlement.sku, settlement.location)
                 if target.apply(settlement) is not Outcome.DUPLICATE and changed is not None:
@@ -498,20 +509,55 @@ class Book:
                         changed[skey] = None
         return outcome
 
+    def _matcher(self, event: InventoryEvent) -> TransferMatcher:
+        """The matcher of the event's (sku, reference), after forgetting the sku's references
+        idle for :data:`TRANSFER_HORIZON_S` (swept at most once per day of the sku's time)."""
+        sku, reference, ts = event.sku, event.reference, event.occurred_ts
+        assert reference is not None  # is_transfer: only transfers with a reference
+        refs = self.transfers.get(sku)
+        if refs is None:
+            refs = self.transfers[sku] = {}
+            self.clocks[sku] = (ts, ts)
+        else:
+            newest, swept = self.clocks[sku]
+            if ts > newest:
+                newest = ts
+                if newest - swept >= DAY_S:
+                    horizon = newest - TRANSFER_HORIZON_S
+                    for old in [r for r, m in refs.items() if m.last_ts < horizon]:
+                        del refs[old]
+                    swept = newest
+                self.clocks[sku] = (newest, swept)
+        matcher = refs.get(reference)
+        if matcher is None:
+            matcher = refs[reference] = TransferMatcher()
+        return matcher
+
     def __getstate__(self) -> tuple:
         """Plain immutable data: ``(BOOK_STATE_VERSION, ((key, KeyState state), ...),
-        ((matcher key, TransferMatcher state), ...))``; the dataflow's recovery snapshot."""
+        ((sku, reference, TransferMatcher state), ...), ((sku, newest, swept), ...))``; the
+        dataflow's recovery snapshot."""
         return (
             BOOK_STATE_VERSION,
             tuple((key, state.__getstate__()) for key, state in self.states.items()),
-            tuple((key, matcher.__getstate__()) for key, matcher in self.matchers.items()),
+            tuple(
+                (sku, reference, matcher.__getstate__())
+                for sku, refs in self.transfers.items()
+                for reference, matcher in refs.items()
+            ),
+            tuple((sku, newest, swept) for sku, (newest, swept) in self.clocks.items()),
         )
 
     def __setstate__(self, state: tuple) -> None:
-        if len(state) != 3 or state[0] != BOOK_STATE_VERSION:
+        if len(state) != 4 or state[0] != BOOK_STATE_VERSION:
             raise ValueError(f"not a {BOOK_STATE_VERSION} snapshot: {str(state)[:80]!r}")
         self.states = {key: KeyState.from_state(value) for key, value in state[1]}
-        self.matchers = {key: TransferMatcher.from_state(value) for key, value in state[2]}
+        self.transfers = {}
+        for sku, reference, matcher in state[2]:
+            self.transfers.setdefault(sku, {})[reference] = TransferMatcher.from_state(matcher)
+        self.clocks = {sku: (newest, swept) for sku, newest, swept in state[3]}
+        for sku in self.clocks:  # a sku whose references were all forgotten
+            self.transfers.setdefault(sku, {})
 
     @classmethod
     def from_state(cls, state: tuple) -> Book:

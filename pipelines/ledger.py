@@ -369,20 +369,22 @@ class TransferMatcher:
     in the stream; one instance per key.
     """
 
-    __slots__ = ("source_location", "pending_ins", "seen")
+    __slots__ = ("source_location", "pending_ins", "seen", "last_ts")
 
     def __init__(self) -> None:
         self.source_location: str | None = None
         self.pending_ins: list[tuple[str, int]] = []
         self.seen: set[str] = set()
+        self.last_ts = NEG_INF  # newest event time (POSIX s) of either side
 
     def __getstate__(self) -> tuple:
         """Plain immutable data: cheap to pickle, safe to hand out as a snapshot."""
-        return (self.source_location, tuple(self.pending_ins), frozenset(self.seen))
+        return (self.source_location, tuple(self.pending_ins), frozenset(self.seen), self.last_ts)
 
     def __setstate__(self, state: tuple) -> None:
         self.source_location = state[0]
         self.pending_ins, self.seen = list(state[1]), set(state[2])
+        self.last_ts = state[3]
 
     @classmethod
     def from_state(cls, state: tuple) -> TransferMatcher:
@@ -395,6 +397,8 @@ class TransferMatcher:
         if event.event_id in self.seen or event.reference is None:
             return []
         self.seen.add(event.event_id)
+        if event.occurred_ts > self.last_ts:
+            self.last_ts = event.occurred_ts
         if event.event_type is EventType.TRANSFER_OUT:
             self.source_location = event.location
         elif event.event_type is EventType.TRANSFER_IN:

@@ -344,3 +344,51 @@ def test_an_over_receipt_settles_on_arrival_in_flow_and_replay(workers):
         out, _ = run_flow(lines, workers=workers, batch_size=batch_size)
         got = table(final_states(out))
         pd.testing.assert_frame_equal(got, replay.feature_table(), check_exact=True)
+
+
+def _at(eid, etype, location, day, ref, qty=4):
+    return json.dumps(
+        {
+            "event_id": eid,
+            "event_type": etype,
+            "occurred_at": (
+                pd.Timestamp("2026-01-01T08:00:00Z") + pd.Timedelta(days=day)
+            ).isoformat(),
+            "sku": "A",
+            "location": location,
+            "quantity": qty,
+            "source": "wms",
+            "reference": ref,
+        }
+    )
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_transfer_references_are_forgotten_after_the_horizon(workers):
+    """A long-running stream must not keep every transfer it ever saw. A reference is
+    forgotten once its sku's transfers moved TRANSFER_HORIZON_S past its last event; a side
+    arriving within the horizon still settles. Flow and replay forget alike."""
+    from pipelines.features import TRANSFER_HORIZON_S
+
+    horizon_days = TRANSFER_HORIZON_S / 86_400
+    timed = [(0, _at("rc", "receipt", "DC", 0, "PO", qty=100))]
+    timed += [(0, _at("out-slow", "transfer_out", "DC", 0, "SLOW"))]  # received just in time
+    timed += [(0, _at("out-lost", "transfer_out", "DC", 0, "LOST"))]  # received too late
+    timed += [(d, _at(f"out-{d}", "transfer_out", "DC", d, f"R{d}")) for d in range(1, 200, 3)]
+    timed += [
+        (d + 2, _at(f"in-{d}", "transfer_in", "S1", d + 2, f"R{d}")) for d in range(1, 200, 3)
+    ]
+    timed += [(horizon_days - 1, _at("in-slow", "transfer_in", "S1", horizon_days - 1, "SLOW"))]
+    timed += [(250, _at("in-lost", "transfer_in", "S1", 250, "LOST"))]
+    lines = [line for _, line in sorted(timed, key=lambda t: t[0])]
+    replay = Replay()
+    replay.feed(lines)
+    dc = replay.states["A|DC"].position
+    assert dc.in_transit == 4  # only LOST's units: SLOW settled, every R… settled
+    refs = set(replay.book.transfers["A"])
+    assert "LOST" in refs  # the late transfer_in opened a reference of its own: settles nothing
+    assert "SLOW" not in refs and "R1" not in refs  # forgotten
+    assert len(refs) <= horizon_days / 3 + 3  # bounded by the horizon, not by history
+    out, _ = run_flow(lines, workers=workers, batch_size=7)
+    got = table(final_states(out))
+    pd.testing.assert_frame_equal(got, replay.feature_table(), check_exact=True)
