@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The ledger/feature core compiled in place with mypyc (pipelines/native.py); rebuilt when they change.
-CORE_SRC := pipelines/ledger.py pipelines/features.py pipelines/native.py
+CORE_SRC := pipelines/keys.py pipelines/ledger.py pipelines/features.py pipelines/native.py
 CORE_STAMP := pipelines/_core.json
 
 $(CORE_STAMP): $(STAMP) $(CORE_SRC)

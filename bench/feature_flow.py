@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import json
 import os
 import pickle
@@ -163,11 +164,9 @@ def best_rate(events: int, build: Callable[[], Dataflow], repeat: int) -> float:
 
 def core_compiled() -> bool:
     """True if this process runs the compiled ledger/feature core (``pipelines.native``)."""
-    import pipelines.features
-    import pipelines.ledger
-    from pipelines.native import is_compiled
+    from pipelines.native import CORE, is_compiled
 
-    return is_compiled(pipelines.ledger) and is_compiled(pipelines.features)
+    return all(is_compiled(importlib.import_module(m)) for m in CORE)
 
 
 def pure_python_rate(events_path: Path, repeat: int) -> float:

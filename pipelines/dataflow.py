@@ -38,6 +38,7 @@ that import bytewax.
 
 from __future__ import annotations
 
+import gc
 import math
 import pickle
 from collections.abc import Callable
@@ -54,6 +55,13 @@ from pipelines.events import InventoryEvent, Rejection, parse_event
 from pipelines.features import BOOK_STATE_VERSION, Book
 
 DEFAULT_BATCH_SIZE = 1000
+#: The cyclic garbage collector's youngest-generation threshold while a feature flow runs
+#: (CPython's default: 700 container allocations). The flow allocates a few short-lived
+#: containers per event and keeps millions of long-lived ones (the keyed state), so at the
+#: default the collector ran every ~150 events and took ~11 % of the flow's time (perf, bench
+#: world). Nothing here relies on cycle collection to free memory promptly: state is acyclic
+#: and freed by reference counting.
+GC_GEN0_THRESHOLD = 50_000
 Emit = Literal["updates", "final"]
 
 
@@ -188,6 +196,15 @@ def sku_route(sku: str) -> str:
     return sku if sku[:1] != "\x00" else "\x00" + sku
 
 
+def tune_gc() -> None:
+    """Raise the collector's youngest threshold to :data:`GC_GEN0_THRESHOLD` for this process
+    (never lowers one set higher). Called when the feature steps are built: the flow is then
+    the process's main work."""
+    gen0, gen1, gen2 = gc.get_threshold()
+    if gen0 < GC_GEN0_THRESHOLD:
+        gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
 def _is_output(item: Any) -> bool:
     return type(item) is not Rejection
 
@@ -213,6 +230,7 @@ def feature_streams(
     written by :func:`build_flow`. Other flows (e.g. streaming scoring) compose these streams
     with their own steps and sinks.
     """
+    tune_gc()
     raw = op.input("events", flow, source)
     # events keyed by sku, rejects keyed DEAD_LETTER_KEY (see parse_batch)
     parsed: Any = op.flat_map_batch("parse", raw, parse_batch)

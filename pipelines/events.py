@@ -19,13 +19,14 @@ Unknown extra fields are kept in ``extra`` and otherwise ignored.
 from __future__ import annotations
 
 import enum
-import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+
+from pipelines.keys import state_key
 
 
 class EventType(enum.StrEnum):
@@ -86,24 +87,6 @@ MAX_ABS_QUANTITY = 1_000_000_000
 _KNOWN_FIELDS = frozenset(REQUIRED_FIELDS + OPTIONAL_FIELDS)
 _EVENT_TYPES = {e.value: e for e in EventType}
 _SOURCES = {s.value: s for s in Source}
-
-
-_ESCAPED_KEY = "\x1f"
-
-
-def state_key(sku: str, other: str) -> str:
-    """The string that routes a ``(sku, location)`` — or ``(sku, reference)`` for transfer
-    matching — to its state in the dataflow and the replay: ``"{sku}|{other}"``.
-
-    That plain form is ambiguous when the sku itself contains ``|`` (``"A|B" + "C"`` and
-    ``"A" + "B|C"`` both give ``"A|B|C"``), which would merge two keys' ledgers. Such a sku's key
-    is escaped instead: ``"\x1f"`` + the JSON array ``[sku, other]``; so is a sku that starts with
-    ``"\x1f"`` (its plain key could spell an escaped one). Ordinary skus keep the plain form, so
-    recovery state written before this rule still resolves.
-    """
-    if "|" in sku or sku.startswith(_ESCAPED_KEY):
-        return _ESCAPED_KEY + json.dumps([sku, other], ensure_ascii=False)
-    return f"{sku}|{other}"
 
 
 class InventoryEvent(msgspec.Struct, frozen=True):

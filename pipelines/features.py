@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
-from pipelines.events import EventType, InventoryEvent, state_key
+from pipelines.events import EventType, InventoryEvent
+from pipelines.keys import state_key
 from pipelines.ledger import (
     DAY_S,
     NEG_INF,

@@ -41,7 +41,8 @@ import struct
 from dataclasses import dataclass
 from operator import attrgetter
 
-from pipelines.events import EventType, InventoryEvent, state_key
+from pipelines.events import EventType, InventoryEvent
+from pipelines.keys import state_key
 
 DAY_S = 86_400.0
 DEDUPE_HORIZON_S = 7 * DAY_S
@@ -178,7 +179,7 @@ class TransitSettlement:
 
     @property
     def key(self) -> str:
-        """The routing key of the state to settle (:func:`pipelines.events.state_key`)."""
+        """The routing key of the state to settle (:func:`pipelines.keys.state_key`)."""
         return state_key(self.sku, self.location)
 
 

@@ -1,10 +1,10 @@
 """The compiled ledger/feature core: the same Python source, compiled to C with mypyc.
 
-``pipelines.ledger`` and ``pipelines.features`` are plain, typed Python and stay the one source
-of truth: the stream, the training-set builder and the tests run exactly this code. mypyc turns
-the two modules into C extensions (native classes, C attribute access) that sit next to the
-sources and shadow them on import; they run the feature flow's per-event work about twice as
-fast. Nothing else changes: same classes, same snapshots, same pickles.
+``pipelines.keys``, ``pipelines.ledger`` and ``pipelines.features`` are plain, typed Python and
+stay the one source of truth: the stream, the training-set builder and the tests run exactly
+this code. mypyc turns the modules into C extensions (native classes, C attribute access) that
+sit next to the sources and shadow them on import; they run the feature flow's per-event work
+about twice as fast. Nothing else changes: same classes, same snapshots, same pickles.
 
 - ``python -c 'import pipelines.native as n; n.main(["build"])'`` compiles them (``make
   install`` does; needs gcc and mypy, both install-time only) and records each source's
@@ -12,7 +12,7 @@ fast. Nothing else changes: same classes, same snapshots, same pickles.
 - On import, ``pipelines/__init__`` checks those digests. A source edited since the build (or
   ``SHELFGUARD_PURE_PYTHON=1``) makes Python import the ``.py`` instead, with a warning for the
   stale case: a compiled module never runs code other than its source.
-- ``... n.main(["status"])`` says which of the two a process would run.
+- ``... n.main(["status"])`` says which of the two (compiled or source) a process would run.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: The modules compiled, in one mypyc group (native calls between them).
-CORE: tuple[str, ...] = ("pipelines.ledger", "pipelines.features")
+CORE: tuple[str, ...] = ("pipelines.keys", "pipelines.ledger", "pipelines.features")
 #: The group's shared library is ``pipelines/_core__mypyc*.so``: inside the package, so it is
 #: found wherever the package is.
 GROUP = "pipelines._core"
