@@ -325,30 +325,35 @@ def _rss() -> int:
 
 
 def memory_probe(kind: str, keys: int, profile: str) -> dict[str, Any]:
-    """Run in a fresh process: RSS growth for ``keys`` keys of ``kind`` (``keystate``/``int``)."""
-    from pipelines.features import KeyState
+    """Run in a fresh process: RSS growth for ``keys`` keys of ``kind`` (``keystate``/``int``).
+
+    ``keystate``: the flow's layout, one :class:`Book` per sku (100 locations each here) filled
+    through :meth:`Book.apply`; ``int``: an ``int`` per ``sku|location`` string key, what a
+    trivial keyed flow keeps.
+    """
+    from pipelines.features import Book
 
     gc.collect()
     before = _rss()
     states: dict[str, Any] = {}
     for n in range(keys):
-        key = f"SKU-{n // 100:07d}|S{n % 100:03d}"
         if kind == "int":
-            states[key] = n
+            states[f"SKU-{n // 100:07d}|S{n % 100:03d}"] = n
             continue
         events = list(_typical_events(n, profile))
-        state = KeyState(events[0].sku, events[0].location)
+        book = states.get(events[0].sku)
+        if book is None:
+            book = states[events[0].sku] = Book()
         for event in events:
-            state.apply(event)
-        states[key] = state
+            book.apply(event)
     gc.collect()
     after = _rss()
     out: dict[str, Any] = {"kind": kind, "keys": keys, "profile": profile}
     out["rss_bytes_per_key"] = (after - before) / keys
     if kind == "keystate":
-        sample = list(states.values())[:: max(1, keys // 10_000)]
-        # the ledger step's recovery snapshot: pickle((KeyState state tuple, held settlements))
-        sizes = [len(pickle.dumps((s.__getstate__(), ()))) for s in sample]
+        sample = list(states.values())[:: max(1, len(states) // 100)]
+        # the ledger step's recovery snapshot: pickle(Book state) per sku, per location here
+        sizes = [len(pickle.dumps(b.__getstate__())) / len(b.states) for b in sample]
         out["pickled_bytes_per_key"] = sum(sizes) / len(sizes)
     return out
 
