@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from models.compiled import CompiledForest, InferenceSettings, load_compiled, probe_rows
+from models.contributions import DecisionClasses, contributions
 from models.derived import with_derived
 from models.explain import Reason, explain_rows
 from models.spec import SPECS, ModelSpec
@@ -54,6 +55,10 @@ class RiskModel:
     reference: pd.DataFrame | None = None
     #: the booster compiled to native code (``raw`` uses it when set); None = plain LightGBM
     compiled: CompiledForest | None = field(default=None, repr=False, compare=False)
+    #: (booster, its decision classes) for :meth:`explain`, computed at the first explanation
+    _decisions: tuple[Any, DecisionClasses | None] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def inputs(self, features: pd.DataFrame) -> pd.DataFrame:
         """``features`` (snapshot rows) with the derived columns the spec needs added: the one
@@ -64,7 +69,9 @@ class RiskModel:
         return with_derived(features) if self.spec.uses_derived else features
 
     def matrix(self, features: pd.DataFrame) -> np.ndarray:
-        frame = self.inputs(features)
+        return self._matrix_of_inputs(self.inputs(features))
+
+    def _matrix_of_inputs(self, frame: pd.DataFrame) -> np.ndarray:
         return np.ascontiguousarray(frame.loc[:, list(self.spec.features)].to_numpy(np.float64))
 
     def raw(self, features: pd.DataFrame, num_threads: int = 0) -> np.ndarray:
@@ -83,12 +90,18 @@ class RiskModel:
     def explain(
         self, features: pd.DataFrame, top_k: int = 3, num_threads: int = 0
     ) -> list[list[Reason]]:
+        """The ``top_k`` risk-raising reasons of each row, from TreeSHAP contributions (run once
+        per distinct row of decision classes, see :mod:`models.contributions`)."""
         frame = self.inputs(features)
-        matrix = self.matrix(frame)
-        contrib = np.asarray(
-            self.booster.predict(matrix, pred_contrib=True, num_threads=num_threads)
-        )
+        matrix = self._matrix_of_inputs(frame)
+        contrib = contributions(self.booster, matrix, self.decision_classes(), num_threads)
         return explain_rows(contrib, frame.reset_index(drop=True), self.spec.features, top_k)
+
+    def decision_classes(self) -> DecisionClasses | None:
+        """The decision classes of the current ``booster`` (recomputed if it was replaced)."""
+        if self._decisions is None or self._decisions[0] is not self.booster:
+            self._decisions = (self.booster, DecisionClasses.of(self.booster))
+        return self._decisions[1]
 
     # -- files ------------------------------------------------------------------------------
     def save(self, directory: Path) -> Path:
