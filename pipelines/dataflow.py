@@ -183,8 +183,7 @@ def parse_batch(items: list[Any]) -> list[tuple[str, InventoryEvent | Rejection]
             continue
         parsed = parse_event(payload)
         if type(parsed) is InventoryEvent:
-            sku = parsed.sku
-            append((sku if sku[:1] != "\x00" else "\x00" + sku, parsed))  # sku_route, inlined
+            append((sku_route(parsed.sku), parsed))
         else:
             append((DEAD_LETTER_KEY, parsed))
     return out

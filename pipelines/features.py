@@ -367,23 +367,6 @@ class KeyState:
             self.duplicates += 1
         return outcome
 
-    def apply_events(self, items: list[Any]) -> tuple[int, InventoryEvent | None]:
-        """Apply the leading :class:`InventoryEvent` items of ``items``, in order.
-
-        Returns how many were taken (the first item of another type stops the run) and the
-        last one that changed the state (None if all were duplicates). The stream's ledger step
-        calls this once per key and batch: in the compiled core the loop runs natively.
-        """
-        changed: InventoryEvent | None = None
-        taken = 0
-        for item in items:
-            if not isinstance(item, InventoryEvent):
-                break
-            taken += 1
-            if self.apply(item) is not Outcome.DUPLICATE:
-                changed = item
-        return taken, changed
-
     @property
     def last_event_ts(self) -> float:
         return self.activity.max_ts
