@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from bytewax.testing import run_main
 
 from pipelines import connectors
 from pipelines.dataflow import build_flow
-from pipelines.replay import feature_table
+from pipelines.replay import feature_table, stream_end
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ def run_features(
         else:
             cli_main(flow, workers_per_process=workers)
         states = connectors.read_state_dir(state_dir)
-    as_of = max((s.last_event_ts for s in states), default=math.nan)
+    as_of = stream_end(s.last_event_ts for s in states)
     table = feature_table(states, as_of)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(out, index=False)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from pipelines.events import InventoryEvent, Rejection, parse_event
 from pipelines.features import FEATURES, Book, KeyState
-from pipelines.ledger import Outcome, TransferMatcher
+from pipelines.ledger import DAY_S, Outcome, TransferMatcher
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -63,11 +63,46 @@ class Replay:
 
     @property
     def as_of(self) -> float:
-        """The stream's end: newest event time seen over all keys (POSIX s)."""
-        return max((s.last_event_ts for s in self.states.values()), default=math.nan)
+        """The stream's end (POSIX s): see :func:`stream_end`."""
+        return stream_end(s.last_event_ts for s in self.states.values())
 
     def feature_table(self, as_of: float | None = None) -> pd.DataFrame:
         return feature_table(self.states.values(), self.as_of if as_of is None else as_of)
+
+
+#: A cluster of keys whose newest event lies this far beyond every other key's newest event is
+#: taken for a clock error when finding the stream's end (:func:`stream_end`).
+FUTURE_OUTLIER_GAP_S = 28 * DAY_S
+#: At most this share of the keys (and at least one) may be set aside as clock errors.
+FUTURE_OUTLIER_SHARE = 0.001
+#: Fewer keys than this: no key is set aside (a small file may legitimately end unevenly).
+FUTURE_OUTLIER_MIN_KEYS = 20
+
+
+def stream_end(times: Iterable[float]) -> float:
+    """The time a stream's features are computed at: the newest event time over its keys
+    (``times``: each key's newest event time, POSIX s), ignoring a mistyped future.
+
+    One event dated years ahead (a mistyped year, a device whose clock reset) is a valid event:
+    it applies to its key's ledger. But taken as the stream's end it would age every other key's
+    features by years (hours since the last sale, expected sales in the silence) and every risk
+    score with them. So the newest keys are set aside when they lie more than
+    :data:`FUTURE_OUTLIER_GAP_S` beyond all the others, if they are at most
+    :data:`FUTURE_OUTLIER_SHARE` of the keys (at least one) and the stream has at least
+    :data:`FUTURE_OUTLIER_MIN_KEYS` keys. A real stream's keys end close together, so this sets
+    nothing aside there. NaN for no key (or no finite time).
+    """
+    ordered = sorted((t for t in times if math.isfinite(t)), reverse=True)
+    if not ordered:
+        return math.nan
+    if len(ordered) < FUTURE_OUTLIER_MIN_KEYS:
+        return ordered[0]
+    limit = max(1, int(len(ordered) * FUTURE_OUTLIER_SHARE))
+    cut = 0
+    for i in range(1, limit + 1):
+        if ordered[i - 1] - ordered[i] > FUTURE_OUTLIER_GAP_S:
+            cut = i
+    return ordered[cut]
 
 
 def iter_lines(path: Path) -> Iterator[bytes]:

@@ -13,6 +13,7 @@ Labels come from the simulator's truth (end of day ``d``, event time):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -23,12 +24,25 @@ from pipelines.events import InventoryEvent, parse_event, state_key
 from pipelines.ledger import DAY_S
 from pipelines.replay import Replay, feature_table, iter_lines
 
+#: After this many consecutive daily snapshots with no event arriving, the clock jumps to the
+#: day of the next arrival instead of snapshotting every empty day in between: a timestamp years
+#: off (a mistyped year) would otherwise mean a snapshot of every key for every day of the gap.
+MAX_IDLE_SNAPSHOT_DAYS = 28
+
 
 def snapshot_features(
-    payloads: Iterable[bytes | str], *, warmup_days: int = 3, keys: set[str] | None = None
+    payloads: Iterable[bytes | str],
+    *,
+    warmup_days: int = 3,
+    keys: set[str] | None = None,
+    replay: Replay | None = None,
 ) -> pd.DataFrame:
-    """Daily point-in-time feature rows (see module docstring) for an arrival-ordered stream."""
-    replay = Replay()
+    """Daily point-in-time feature rows (see module docstring) for an arrival-ordered stream.
+
+    ``replay`` (a fresh one if not given) receives every event; pass one to read its end state.
+    Stretches of more than :data:`MAX_IDLE_SNAPSHOT_DAYS` days with no arrival are skipped.
+    """
+    replay = Replay() if replay is None else replay
     frames: list[pd.DataFrame] = []
     first_day: int | None = None
     next_cut: float | None = None
@@ -40,16 +54,23 @@ def snapshot_features(
         if next_cut is None:
             first_day = int(event.occurred_ts // DAY_S)
             next_cut = (first_day + 1) * DAY_S
+        idle = 0
         while arrival > next_cut:
             assert first_day is not None
+            if idle == MAX_IDLE_SNAPSHOT_DAYS:  # skip to the last midnight before the arrival
+                next_cut = max(next_cut, (math.ceil(arrival / DAY_S) - 1) * DAY_S)
             if next_cut / DAY_S - first_day > warmup_days:
                 frames.append(_take(replay, next_cut, keys))
             next_cut += DAY_S
+            idle += 1
         replay.apply(event)
     if next_cut is not None:
         frames.append(_take(replay, next_cut, keys))
     if not frames:
         return pd.DataFrame()
+    if len({frame["as_of"].dtype for frame in frames}) > 1:
+        # a snapshot beyond pandas' nanosecond years (2262) is in microseconds: one unit for all
+        frames = [frame.astype({"as_of": "datetime64[us, UTC]"}) for frame in frames]
     return pd.concat(frames, ignore_index=True)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from models.scorer import RiskModel
-from pipelines.replay import iter_lines
+from pipelines.replay import Replay, as_of_timestamp, iter_lines
 from training.dataset import snapshot_features
 
 RETRAIN_DRIFT_SHARE = 0.3
@@ -44,11 +44,16 @@ class DriftResult:
 
 
 def recent_window(events: Path, days: int) -> pd.DataFrame:
-    snaps = snapshot_features(iter_lines(events), warmup_days=0)
+    """The daily snapshots of the last ``days`` days before the stream's end (the end as
+    :func:`~pipelines.replay.stream_end` finds it, so a mistyped future date moves nothing)."""
+    replay = Replay()
+    snaps = snapshot_features(iter_lines(events), warmup_days=0, replay=replay)
     if snaps.empty:
         raise ValueError(f"{events} holds no valid events to build a current window from")
-    cutoff = snaps["as_of"].max() - pd.Timedelta(days=days)
-    return snaps[snaps["as_of"] > cutoff].reset_index(drop=True)
+    end = as_of_timestamp(replay.as_of)
+    last = snaps.loc[snaps["as_of"] <= end + pd.Timedelta(days=1), "as_of"].max()
+    window = (snaps["as_of"] > last - pd.Timedelta(days=days)) & (snaps["as_of"] <= last)
+    return snaps[window].reset_index(drop=True)
 
 
 def with_predictions(frame: pd.DataFrame, phantom: RiskModel, stockout: RiskModel) -> pd.DataFrame:

@@ -4,7 +4,13 @@ import pandas as pd
 import pytest
 
 from tests.training.conftest import TINY_TRAIN
-from training.dataset import attach_labels, build_world_dataset, snapshot_features
+from training.dataset import (
+    MAX_IDLE_SNAPSHOT_DAYS,
+    attach_labels,
+    build_world_dataset,
+    snapshot_features,
+)
+from training.drift import recent_window
 from training.worlds import simulate_world
 
 
@@ -70,3 +76,40 @@ def test_world_dataset_has_labels_and_features(tiny_worlds):
     assert not data["location"].str.startswith("DC").any()
     # phantom rows have a recorded on-hand in the truth, so the snapshot usually shows stock
     assert (data.loc[data["phantom"] == 1, "on_hand"] >= 1).mean() > 0.8
+
+
+def _unpublished(eid, etype, q, occurred, sku="A"):
+    return line(eid, etype, q, occurred, occurred, sku).replace(f',"published_at":"{occurred}"', "")
+
+
+@pytest.mark.parametrize("typo", ["9999-12-31T00:00:00Z", "2062-03-02T10:00:00Z"])
+def test_a_far_future_arrival_skips_the_empty_days_instead_of_snapshotting_each(typo):
+    lines = [_unpublished("c", "cycle_count", 10, "2026-03-01T00:00:00Z")]
+    lines += [_unpublished(f"s{d}", "sale", 1, f"2026-03-{d:02d}T10:00:00Z") for d in range(1, 8)]
+    lines += [_unpublished("typo", "sale", 1, typo, sku="B")]  # no published_at: arrival = typo
+    lines += [_unpublished("s8", "sale", 1, "2026-03-08T10:00:00Z")]
+    snaps = snapshot_features(lines, warmup_days=0)
+    days = snaps["as_of"].drop_duplicates()
+    # 7 days of the stream, at most MAX_IDLE_SNAPSHOT_DAYS empty ones, the day before the typo,
+    # the closing snapshot — not one per day of the gap (hundreds of years)
+    assert len(days) <= 7 + MAX_IDLE_SNAPSHOT_DAYS + 2
+    assert snaps.loc[snaps["sku"] == "A", "on_hand"].iloc[-1] == 2  # nothing lost: 10 - 8 sales
+
+
+def test_the_drift_window_ends_at_the_stream_end_not_at_a_mistyped_date(tmp_path):
+    lines = [
+        _unpublished(f"c{k}", "cycle_count", 50, "2026-03-01T00:00:00Z", sku=f"K{k}")
+        for k in range(25)
+    ]
+    lines += [
+        _unpublished(f"s{k}-{d}", "sale", 1, f"2026-03-{d:02d}T1{k % 10}:00:00Z", sku=f"K{k}")
+        for d in range(1, 21)
+        for k in range(25)
+    ]
+    lines.insert(30, _unpublished("typo", "sale", 1, "2062-03-05T10:00:00Z", sku="K3"))
+    events = tmp_path / "events.jsonl"
+    events.write_text("\n".join(lines) + "\n")
+    window = recent_window(events, days=7)
+    days = sorted(window["as_of"].drop_duplicates())
+    assert days[-1] == pd.Timestamp("2026-03-21", tz="UTC")  # the close of the last real day
+    assert len(days) == 7
