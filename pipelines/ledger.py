@@ -366,8 +366,9 @@ class TransferMatcher:
 
     Each ``transfer_in`` with a reference settles its quantity against the ``transfer_out`` of the
     same sku and reference, producing a :class:`TransitSettlement` for the source location once
-    both sides are known. Duplicates of either side produce nothing. Keyed ``"{sku}|{reference}"``
-    in the stream; one instance per key.
+    both sides are known. Duplicates of either side produce nothing. One instance per
+    (sku, reference), kept by :class:`pipelines.features.Book` (the one place events are applied
+    to positions and transfers settled).
     """
 
     __slots__ = ("source_location", "pending_ins", "seen", "last_ts")
@@ -423,34 +424,3 @@ def is_transfer(event: InventoryEvent) -> bool:
         EventType.TRANSFER_OUT,
         EventType.TRANSFER_IN,
     )
-
-
-class InventoryBook:
-    """Positions of many keys, with transfer matching: the whole ledger for batch use.
-
-    The positions alone (no features) of what :class:`pipelines.features.Book` keeps, which the
-    stream and the replay run.
-    """
-
-    def __init__(self) -> None:
-        self.positions: dict[tuple[str, str], Position] = {}
-        self.matchers: dict[tuple[str, str], TransferMatcher] = {}
-        self.duplicates = 0
-
-    def position(self, sku: str, location: str) -> Position:
-        key = (sku, location)
-        pos = self.positions.get(key)
-        if pos is None:
-            pos = self.positions[key] = Position()
-        return pos
-
-    def apply(self, event: InventoryEvent) -> Outcome:
-        outcome = self.position(event.sku, event.location).apply(event)
-        if outcome is Outcome.DUPLICATE:
-            self.duplicates += 1
-        if is_transfer(event):  # duplicate or not: the matcher dedupes itself, as in the stream
-            assert event.reference is not None
-            matcher = self.matchers.setdefault((event.sku, event.reference), TransferMatcher())
-            for settlement in matcher.observe(event):
-                self.position(settlement.sku, settlement.location).apply_settlement(settlement)
-        return outcome

@@ -7,9 +7,13 @@ version with the current champion on the holdout data of *this* run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import shlex
+import shutil
+import subprocess
 import tempfile
 import time
 import warnings
@@ -32,6 +36,7 @@ from training.metrics import evaluate
 from training.worlds import HOLDOUT_WORLDS, TRAIN_WORLDS, WorldConfig, load_worlds
 
 Progress = Callable[[str], None]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def baseline_scores(spec: ModelSpec, frame: pd.DataFrame) -> np.ndarray:
@@ -132,6 +137,42 @@ def load_training_worlds(
     return train, holdout
 
 
+def code_version(repo: Path = REPO) -> str | None:
+    """The git commit checked out in ``repo``, with ``+dirty`` when tracked files differ from it;
+    None when ``repo`` is not a git checkout (an installed package) or git is missing."""
+    git = shutil.which("git")
+    if git is None:
+        return None
+
+    def output(*args: str) -> str:
+        done = subprocess.run(  # noqa: S603 - fixed arguments, git found on PATH
+            [git, "-C", str(repo), *args], capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+
+    try:
+        head = output("rev-parse", "HEAD")
+        changes = output("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{head}+dirty" if changes else head
+
+
+def package_model(model: RiskModel, root: Path, provenance: dict[str, Any]) -> Path:
+    """Write ``model`` as a packaged default model into ``root / model.spec.name``
+    (``root``: :data:`~models.scorer.PACKAGED_DIR` for ``train --package``).
+
+    Its version names its content: ``packaged-`` + the first 8 hex digits of the SHA-256 of its
+    ``model.txt`` (a prefix of the ``packaged.model_sha`` tag of ``register-packaged``), not
+    the training run, which lives only in the trainer's MLflow store. ``meta.json`` records
+    ``provenance`` (what produced the model) instead of run ids.
+    """
+    text = model.booster.model_to_string()  # what ``save`` writes to model.txt
+    model.version = f"packaged-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    model.meta = {"provenance": provenance}
+    return model.save(root / model.spec.name)
+
+
 def train(
     *,
     data: Sequence[Path] | None = None,
@@ -152,8 +193,20 @@ def train(
     )
     if extra_labels is not None and len(extra_labels):
         train_frame = pd.concat([train_frame, extra_labels], ignore_index=True)
+    seeds = {w.name: w.seed for w in (*train_worlds, *holdout_worlds)}
+    provenance = {
+        "command": shlex.join(
+            ["shelfguard", "train", "--package", *(f"--data={p}" for p in data or ())]
+        ),
+        "code_version": code_version(),
+        "lightgbm_seed": LGB_PARAMS["seed"],
+        # world → simulator seed (None: a world read from --data, or field labels)
+        "train_worlds": {w: seeds.get(w) for w in sorted(train_frame["world"].unique())},
+        "holdout_worlds": {w.name: w.seed for w in holdout_worlds},
+    }
     reports = []
-    with mlflow.start_run(run_name="train") as run:
+    packaged_versions: dict[str, str] = {}
+    with mlflow.start_run(run_name="train"):
         mlflow.log_params(
             {
                 "train_worlds": ",".join(sorted(train_frame["world"].unique())),
@@ -193,13 +246,13 @@ def train(
             reports.append(report)
             progress(f"{spec.name} v{version}: {gate.verdict}")
             if package:
-                fitted.model.version = f"packaged-{run.info.run_id[:8]}"
-                fitted.model.meta = {"run_id": run.info.run_id, "registered_version": version}
-                fitted.model.save(PACKAGED_DIR / spec.name)
+                package_model(fitted.model, PACKAGED_DIR, provenance)
+                packaged_versions[spec.name] = fitted.model.version
         mlflow.log_metric("training_seconds", time.perf_counter() - started)
-    if package:
+    if package:  # the packaged versions, not the trainer's registry versions
+        evaluation = [{**r.to_dict(), "version": packaged_versions[r.name]} for r in reports]
         (PACKAGED_DIR / "evaluation.json").write_text(
-            json.dumps([r.to_dict() for r in reports], indent=1, sort_keys=True)
+            json.dumps(evaluation, indent=1, sort_keys=True)
         )
     return reports
 

@@ -6,10 +6,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.events import EventType, InventoryEvent, Source, parse_event
+from pipelines.features import Book
+from pipelines.keys import state_key
 from pipelines.ledger import (
     TRANSITIONS,
     Bucket,
-    InventoryBook,
     Outcome,
     Position,
     deltas_for,
@@ -32,21 +33,27 @@ def ev(eid, etype, q, hours, *, loc="S1", sku="SKU-1", reason=None, ref=None):
     )
 
 
+def position(book: Book, sku: str, location: str) -> Position:
+    """The ledger position of (sku, location) in ``book``; KeyError if no event reached it."""
+    return book.states[state_key(sku, location)].position
+
+
 def test_conformance_positions(conformance_dir):
-    book = InventoryBook()
+    book = Book()
+    duplicates = 0
     for line in (conformance_dir / "events.jsonl").read_text().splitlines():
         parsed = parse_event(line)
         if isinstance(parsed, InventoryEvent):
-            book.apply(parsed)
+            duplicates += book.apply(parsed) is Outcome.DUPLICATE
     with (conformance_dir / "expected.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert rows
     for row in rows:
-        pos = book.position(row["sku"], row["location"])
+        pos = position(book, row["sku"], row["location"])
         for column in ("on_hand", "reserved", "damaged", "quarantined"):
             assert getattr(pos, column) == int(row[column]), (row, column)
-    assert book.duplicates == 1
-    negative = book.position("SKU-3", "S1")
+    assert duplicates == 1
+    negative = position(book, "SKU-3", "S1")
     assert negative.anomalies == 1 and negative.available_to_promise() == 0
 
 
@@ -134,24 +141,24 @@ def test_opening_count_records_no_variance():
 
 def test_transfer_settles_in_transit_in_either_order():
     for order in ((0, 1), (1, 0)):
-        book = InventoryBook()
+        book = Book()
         events = [
             ev("out", "transfer_out", 3, 1, loc="DC", ref="T9"),
             ev("in", "transfer_in", 3, 30, loc="S1", ref="T9"),
         ]
         for i in order:
             book.apply(events[i])
-        assert book.position("SKU-1", "DC").in_transit == 0
-        assert book.position("SKU-1", "DC").on_hand == -3
-        assert book.position("SKU-1", "S1").on_hand == 3
+        assert position(book, "SKU-1", "DC").in_transit == 0
+        assert position(book, "SKU-1", "DC").on_hand == -3
+        assert position(book, "SKU-1", "S1").on_hand == 3
         book.apply(events[1])  # a duplicate confirmation settles nothing more
-        assert book.position("SKU-1", "DC").in_transit == 0
+        assert position(book, "SKU-1", "DC").in_transit == 0
 
 
 def test_unmatched_transfer_stays_in_transit():
-    book = InventoryBook()
+    book = Book()
     book.apply(ev("out", "transfer_out", 3, 1, loc="DC", ref="T1"))
-    assert book.position("SKU-1", "DC").in_transit == 3
+    assert position(book, "SKU-1", "DC").in_transit == 3
 
 
 # --- property-based: positions are a function of the set of events -------------------------
@@ -183,10 +190,10 @@ def event_sets(draw):
 
 
 def _final(events):
-    book = InventoryBook()
+    book = Book()
     for e in events:
         book.apply(e)
-    return {key: pos.buckets() for key, pos in book.positions.items()}
+    return {(s.sku, s.location): s.position.buckets() for s in book.states.values()}
 
 
 @settings(max_examples=150, deadline=None)
@@ -208,11 +215,11 @@ def test_positions_independent_of_arrival_order_and_duplicates(events, rnd, data
 @settings(max_examples=200, deadline=None)
 @given(event_sets())
 def test_atp_is_never_negative(events):
-    book = InventoryBook()
+    book = Book()
     for e in events:
         book.apply(e)
-        for pos in book.positions.values():
-            assert pos.available_to_promise() >= 0
+        for state in book.states.values():
+            assert state.position.available_to_promise() >= 0
 
 
 # --- dedupe memory: compact generations must stay exact ---------------------------------------

@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 
 from pipelines.events import EventType, InventoryEvent, Rejection, RejectReason, parse_event
-from pipelines.ledger import InventoryBook
+from pipelines.keys import state_key
+from pipelines.replay import Replay
 from pipelines.simulator import SCENARIOS, SimulationSummary, WorldParams, simulate
 from pipelines.simulator.malformed import MALFORMED_KINDS
 from pipelines.simulator.state import allocate_in_order
@@ -98,30 +99,31 @@ def medium(tmp_path_factory: pytest.TempPathFactory) -> Run:
     return run_world(tmp_path_factory.mktemp("medium"), seed=11, world=MEDIUM)
 
 
-def replay(run: Run) -> InventoryBook:
+def replay(run: Run) -> Replay:
     """Apply the valid lines in file (arrival) order, as the platform would."""
-    book = InventoryBook()
+    replayed = Replay()
     for event in run.events:
-        book.apply(event)
-    return book
+        replayed.apply(event)
+    return replayed
 
 
 # -- 1. replay through the ledger == truth ------------------------------------------------------
 @pytest.mark.parametrize("name", ["baseline", *sorted(SCENARIOS), "stress"])
 def test_replay_in_arrival_order_reproduces_the_recorded_truth(runs: dict[str, Run], name: str):
     run = runs[name]
-    book = replay(run)
+    states = replay(run).states
     last = run.last_day()
     assert len(last) == (SMALL["stores"] + 1) * SMALL["skus"]
+    keys = {(state.sku, state.location) for state in states.values()}
+    assert keys == set(zip(last.sku, last.location, strict=True))
     mismatches = []
     for row in last.itertuples(index=False):
-        position = book.position(row.sku, row.location)
+        position = states[state_key(row.sku, row.location)].position
         got = tuple(getattr(position, b) for b in BUCKETS)
         want = tuple(int(getattr(row, f"recorded_{b}")) for b in BUCKETS)
         if got != want:
             mismatches.append((row.sku, row.location, got, want))
     assert not mismatches, f"{len(mismatches)} keys differ, e.g. {mismatches[:5]}"
-    assert set(book.positions) == set(zip(last.sku, last.location, strict=True))
 
 
 def test_replay_exercises_the_hard_cases(runs: dict[str, Run]):

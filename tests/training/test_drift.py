@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,16 @@ def test_shifted_window_recommends_retraining(tmp_path):
     assert result.retrain_recommended
     assert "hours_since_last_sale" in result.drifted_columns
     assert "phantom_score" in result.prediction_drift
+
+
+def test_a_constant_column_is_tested_without_numpy_warnings(tmp_path):
+    rng = np.random.default_rng(3)
+    reference, current = frame(rng), frame(rng)
+    reference["on_hand"] = 0.0  # e.g. in_transit in a reference sample without transfers
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = detect_drift(reference, current, tmp_path)
+    assert "on_hand" in result.drifted_columns
 
 
 def test_drift_command_on_a_simulated_world(tmp_path, tiny_worlds):

@@ -1,26 +1,44 @@
 """End-to-end training on tiny worlds against a local SQLite MLflow store, and the gate."""
 
+import hashlib
+import json
+import re
+
 import mlflow
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from models.compiled import InferenceSettings
+from models.scorer import PACKAGED_DIR, RiskModel
 from tests.training.conftest import TINY_HOLDOUT, TINY_TRAIN
 from training import registry
-from training.train import train
+from training import train as train_module
+from training.train import code_version, train
+
+MODEL_NAMES = ("phantom-inventory", "stockout-risk")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_worlds):
+def packaged_dir(tmp_path_factory):
+    """Where the tiny training run writes its packaged models (not models/packaged)."""
+    return tmp_path_factory.mktemp("packaged")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_worlds, packaged_dir):
     home = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{home / 'mlflow.db'}"
-    reports = train(
-        worlds_root=tiny_worlds,
-        tracking_uri=uri,
-        progress=lambda _msg: None,
-        train_worlds=TINY_TRAIN,
-        holdout_worlds=TINY_HOLDOUT,
-    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module, "PACKAGED_DIR", packaged_dir)
+        reports = train(
+            worlds_root=tiny_worlds,
+            tracking_uri=uri,
+            package=True,
+            progress=lambda _msg: None,
+            train_worlds=TINY_TRAIN,
+            holdout_worlds=TINY_HOLDOUT,
+        )
     return uri, reports
 
 
@@ -33,6 +51,43 @@ def test_train_registers_both_models_with_champion(trained):
         assert str(champion.version) == str(challenger.version) == "1"
         assert champion.tags["gate.verdict"].startswith("promoted")
     assert {r.name for r in reports} == {"phantom-inventory", "stockout-risk"}
+
+
+def _content_version(directory):
+    return "packaged-" + hashlib.sha256((directory / "model.txt").read_bytes()).hexdigest()[:8]
+
+
+def test_package_records_provenance_not_the_training_run(trained, packaged_dir):
+    _, reports = trained
+    plain = InferenceSettings(compiled_inference=False)
+    for name in MODEL_NAMES:
+        meta = json.loads((packaged_dir / name / "meta.json").read_text())
+        assert "run_id" not in meta and "registered_version" not in meta
+        assert meta["version"] == _content_version(packaged_dir / name)
+        assert meta["provenance"] == {
+            "command": "shelfguard train --package",
+            "code_version": code_version(),
+            "lightgbm_seed": 7,
+            "train_worlds": {"tiny-a": 201, "tiny-b": 202},
+            "holdout_worlds": {"tiny-hold": 909},
+        }
+        assert RiskModel.load(packaged_dir / name, plain).version == meta["version"]
+    evaluation = json.loads((packaged_dir / "evaluation.json").read_text())
+    assert {r["name"]: r["version"] for r in evaluation} == {
+        name: _content_version(packaged_dir / name) for name in MODEL_NAMES
+    }
+    assert {r.version for r in reports} == {"1"}  # the run's own report keeps registry versions
+
+
+def test_committed_packaged_models_name_their_content():
+    for name in MODEL_NAMES:
+        meta = json.loads((PACKAGED_DIR / name / "meta.json").read_text())
+        assert meta["version"] == _content_version(PACKAGED_DIR / name)
+        assert re.fullmatch(r"[0-9a-f]{40}", meta["provenance"]["code_version"])
+
+
+def test_code_version_is_none_outside_a_git_checkout(tmp_path):
+    assert code_version(tmp_path) is None
 
 
 def test_run_logs_metrics_plots_and_baselines(trained):
