@@ -2,9 +2,10 @@
 
 Training worlds vary the mechanisms' parameters (shrink, misplacement, counting, demand, delivery
 scenarios) so the models learn mechanisms rather than one world's constants: five hand-made worlds
-that each stress one mechanism, plus ten worlds drawn (seeded) from broad ranges of every rate
-(:func:`sampled_worlds`). Held-out worlds use other seeds and *shifted* parameters — more shrink,
-another store count, a promotion storm, a POS outage — and are never seen in training.
+that each stress one mechanism, plus fifteen worlds drawn (seeded) from broad ranges of every rate
+and of the stream's length (:func:`sampled_worlds`). Held-out worlds use other seeds and
+*shifted* parameters — more shrink, another store count, a promotion storm, a POS outage — and
+are never seen in training.
 """
 
 from __future__ import annotations
@@ -77,12 +78,16 @@ SAMPLED_SCENARIOS: tuple[str | None, ...] = (
     "duplicate_storm",
 )
 SAMPLED_SEED = 20_260_301
+#: length range (days, inclusive) of the sampled worlds: a stream's age is a world constant too
+SAMPLED_DAYS = (35, 112)
 
 
 def sampled_worlds(n: int, seed: int = SAMPLED_SEED) -> tuple[WorldConfig, ...]:
     """``n`` training worlds with parameters drawn from :data:`SAMPLED_RANGES` (seeded).
 
-    Each world also draws its store count (4–12), catalogue size (120–200 skus) and a world seed
+    Each world also draws its store count (4–12), catalogue size (120–200 skus), length in days
+    (:data:`SAMPLED_DAYS`: features such as the time since the last count age with the stream, so
+    one length would be one more world constant to overfit) and a world seed
     (offset from ``seed``, so never one of the held-out seeds below 1000); scenarios cycle through
     :data:`SAMPLED_SCENARIOS`. Same ``(n, seed)``, same worlds.
     """
@@ -96,15 +101,16 @@ def sampled_worlds(n: int, seed: int = SAMPLED_SEED) -> tuple[WorldConfig, ...]:
             overrides[name] = round(float(value), 4)
         stores = int(rng.integers(4, 13))
         skus = int(rng.integers(120, 201))
+        days = int(rng.integers(SAMPLED_DAYS[0], SAMPLED_DAYS[1] + 1))
         scenario = SAMPLED_SCENARIOS[i % len(SAMPLED_SCENARIOS)]
         worlds.append(
-            WorldConfig(f"train-sampled-{i:02d}", 2000 + i, stores, skus, 56, scenario, overrides)
+            WorldConfig(f"train-sampled-{i:02d}", 2000 + i, stores, skus, days, scenario, overrides)
         )
     return tuple(worlds)
 
 
 #: hand-made worlds (one mechanism stressed each) plus seeded draws over broad ranges
-TRAIN_WORLDS: tuple[WorldConfig, ...] = HANDMADE_WORLDS + sampled_worlds(10)
+TRAIN_WORLDS: tuple[WorldConfig, ...] = HANDMADE_WORLDS + sampled_worlds(15)
 HOLDOUT_WORLDS: tuple[WorldConfig, ...] = (
     WorldConfig(
         "holdout-outage-shrink",
