@@ -22,7 +22,7 @@ from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 from mlflow.tracking import MlflowClient
 
 from models.scorer import Calibration, load_packaged
-from models.stream_scoring import PHANTOM, ChampionWatcher, StreamScorer
+from models.stream_scoring import PHANTOM, STOCKOUT, ChampionWatcher, StreamScorer
 from pipelines.replay import iter_lines, replay_file
 from pipelines.simulator import simulate
 from serving.score_feed import parse_score, parse_score_message
@@ -120,7 +120,14 @@ def test_stream_scores_become_alerts_through_post_scores(world, make_service) ->
     assert alerts == expected > 0
     stored = svc.get("/alerts", "olga", params={"limit": 1000}).json()
     assert len(stored) == alerts
-    assert {a["model"].split(":")[1] for a in stored} == {load_packaged(PHANTOM).version}
+    # each alert names the model version that scored its kind (the packaged versions name
+    # their model files, so the two models' versions differ)
+    versions = {
+        "phantom": load_packaged(PHANTOM).version,
+        "stockout": load_packaged(STOCKOUT).version,
+    }
+    assert versions["phantom"] != versions["stockout"]
+    assert {(a["kind"], a["model"].split(":")[1]) for a in stored} <= set(versions.items())
 
 
 # ------------------------------------------------------------------------------- hot reload
