@@ -34,9 +34,8 @@ from bench.feature_flow import machine
 from models.contributions import contributions
 from models.explain import explain_rows, render
 from models.scorer import RiskModel, load_packaged
-from models.scoring import DEFAULT_EXPLAIN_ABOVE, score_features
+from models.scoring import DEFAULT_EXPLAIN_ABOVE, score_features, with_feature_columns
 from pipelines.replay import replay_file
-from serving.labels import with_feature_columns
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LOCATIONS = 40

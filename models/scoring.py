@@ -8,13 +8,17 @@ probabilities), ``phantom_explanation``, ``stockout_explanation`` (top reasons i
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from models.explain import render
-from models.scorer import RiskModel
+from pipelines.features import FEATURE_NAMES
 from pipelines.replay import replay_file
+
+if TYPE_CHECKING:  # the service reads the CSV contract below without loading models (LightGBM)
+    from models.scorer import RiskModel
 
 SCORE_COLUMNS = (
     "sku",
@@ -30,6 +34,8 @@ SCORE_COLUMNS = (
     "phantom_model",
     "stockout_model",
 )
+#: score CSV columns ``feature.<name>`` carry the snapshot a score was computed from
+FEATURE_COLUMN_PREFIX = "feature."
 
 
 #: ``shelfguard score`` explains rows whose score reaches this; ``pred_contrib`` (SHAP) costs
@@ -78,6 +84,15 @@ def score_features(
     return out.loc[:, list(SCORE_COLUMNS)].sort_values(
         ["phantom_score", "sku", "location"], ascending=[False, True, True], ignore_index=True
     )
+
+
+def with_feature_columns(scores: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    """``scores`` plus one ``feature.<name>`` column per feature, matched on (sku, location)."""
+    present = [n for n in FEATURE_NAMES if n in features.columns]
+    snap = features[["sku", "location", *present]].rename(
+        columns={n: FEATURE_COLUMN_PREFIX + n for n in present}
+    )
+    return scores.merge(snap, on=["sku", "location"], how="left", validate="one_to_one")
 
 
 def score_events(

@@ -313,10 +313,9 @@ def score(
     """Score an event log: phantom and stockout probabilities with explanations."""
     import pandas as pd
 
-    from models.scoring import SCORE_COLUMNS, score_features
+    from models.scoring import SCORE_COLUMNS, score_features, with_feature_columns
     from pipelines.replay import replay_file
-    from serving.labels import with_feature_columns
-    from training.train import load_models
+    from training.champions import load_models
 
     if not events.exists():
         raise typer.BadParameter(f"{events} does not exist", param_hint="--events")
@@ -362,8 +361,8 @@ def drift(
     ] = None,
 ) -> None:
     """Feature and prediction drift of a recent window against the training reference."""
+    from training.champions import load_models
     from training.drift import drift_report
-    from training.train import load_models
 
     phantom, stockout = load_models(model_uri)
     result = drift_report(events, phantom, stockout, out, days)

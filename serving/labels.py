@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pandas as pd
 
+from models.scoring import FEATURE_COLUMN_PREFIX
 from models.spec import MODEL_FEATURES
 from pipelines.events import format_ts
 from pipelines.features import FEATURES
@@ -41,8 +42,6 @@ from serving.errors import InvalidRequest
 from serving.store.tables import CountLabel
 
 FIELD_WORLD = "field-labels"
-#: score CSV columns ``feature.<name>`` carry the snapshot a score was computed from
-FEATURE_COLUMN_PREFIX = "feature."
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 #: what ``training.train.train(extra_labels=...)`` gets: identity, model inputs, price, labels
 TRAINING_COLUMNS: tuple[str, ...] = (
@@ -79,15 +78,6 @@ def service_outcome(label: CountLabel) -> str:
 
 
 # -- scores carry their feature snapshot -------------------------------------------------------
-def with_feature_columns(scores: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
-    """``scores`` plus one ``feature.<name>`` column per feature, matched on (sku, location)."""
-    present = [n for n in FEATURE_NAMES if n in features.columns]
-    snap = features[["sku", "location", *present]].rename(
-        columns={n: FEATURE_COLUMN_PREFIX + n for n in present}
-    )
-    return scores.merge(snap, on=["sku", "location"], how="left", validate="one_to_one")
-
-
 def features_from_row(row: Mapping[str, Any]) -> dict[str, Any] | None:
     """The ``feature.<name>`` entries of a flat score row as {name: value}; None if it has none.
     Values are passed through (validation is :class:`~serving.schemas.ScoreIn`'s)."""

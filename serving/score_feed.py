@@ -20,7 +20,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from serving.labels import FEATURE_COLUMN_PREFIX, features_from_row
+from models.scoring import FEATURE_COLUMN_PREFIX
+from serving.labels import features_from_row
 from serving.schemas import ScoreIn
 from serving.service import ActionService
 

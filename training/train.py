@@ -10,13 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shlex
 import shutil
 import subprocess
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,28 +253,3 @@ def train(
             json.dumps(evaluation, indent=1, sort_keys=True)
         )
     return reports
-
-
-def load_model(uri: str | None, name: str) -> RiskModel:
-    """``uri`` if given; else the registry's champion when one is reachable; else packaged."""
-    from models.scorer import load_packaged
-
-    if uri:
-        return registry.load_registered(uri)
-    if os.environ.get("MLFLOW_TRACKING_URI") or (Path.cwd() / "mlflow.db").exists():
-        try:
-            registry.configure(None)
-            if registry.champion_version(name) is not None:
-                return registry.load_registered(f"models:/{name}@{registry.CHAMPION}")
-        except Exception as exc:  # noqa: BLE001 - an unreachable registry falls back to packaged
-            warnings.warn(f"registry unavailable ({exc}); using the packaged model", stacklevel=2)
-    return load_packaged(name)
-
-
-def load_models(phantom_uri: str | None) -> tuple[RiskModel, RiskModel]:
-    """Both models: the phantom one from ``phantom_uri`` (see :func:`load_model`) and the
-    stockout one from the same registry reference with the name swapped, else its default."""
-    stockout_uri = None
-    if phantom_uri and "phantom-inventory" in phantom_uri:
-        stockout_uri = phantom_uri.replace("phantom-inventory", "stockout-risk")
-    return load_model(phantom_uri, "phantom-inventory"), load_model(stockout_uri, "stockout-risk")

@@ -1,6 +1,10 @@
 import csv
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,6 +14,63 @@ from models.explain import explain_rows, render
 from models.scorer import load_packaged
 from models.scoring import SCORE_COLUMNS
 from serving.cli import app
+
+REPO = Path(__file__).resolve().parents[2]
+# Runs `shelfguard score` in a fresh interpreter, then prints the modules it imported.
+_IMPORTS_PROBE = r"""
+import json, sys
+from serving.cli import app
+try:
+    app(sys.argv[1:])
+except SystemExit as done:
+    assert not done.code, done.code
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def _modules_imported_by(args: list[str], cwd: Path) -> set[str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    done = subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", _IMPORTS_PROBE, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        check=True,
+    )
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_score_without_a_registry_imports_no_registry_or_service_code(tmp_path, conformance_dir):
+    """No ``--model-uri``, no ``MLFLOW_TRACKING_URI``, no ``./mlflow.db``: the packaged models
+    score the file, and MLflow, SQLAlchemy, the service and training code stay unimported
+    (they were ~60 % of the command's start-up)."""
+    out = tmp_path / "scores.csv"
+    events = conformance_dir / "events.jsonl"
+    modules = _modules_imported_by(["score", "--events", str(events), "--out", str(out)], tmp_path)
+    assert len(list(csv.DictReader(out.open()))) == 5
+    top = {m.split(".")[0] for m in modules}
+    assert not top & {"mlflow", "sqlalchemy", "fastapi", "evidently", "matplotlib"}
+    assert {m for m in modules if m.startswith(("serving.", "training."))} == {
+        "serving.cli",
+        "training.champions",
+    }
+
+
+def test_the_score_csv_contract_imports_no_model_code(tmp_path):
+    """The service reads score CSVs (``models.scoring``'s columns) and never loads a model:
+    importing the contract must not import LightGBM."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", "import sys, serving.labels; print('lightgbm' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=True,
+    )
+    assert done.stdout.strip() == "False"
 
 
 def test_score_command_on_a_foreign_contract_file(tmp_path, conformance_dir, monkeypatch):

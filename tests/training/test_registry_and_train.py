@@ -189,3 +189,24 @@ def test_promote_by_hand_and_roll_back(tmp_path, monkeypatch):
     assert rows[1].aliases == ("champion",) and "rollback" in rows[1].verdict
     listed = runner.invoke(app, ["models", "list", "--tracking-uri", uri])
     assert listed.exit_code == 0 and "champion" in listed.output and "dana" in listed.output
+
+
+def test_score_uses_the_champion_of_a_local_registry(tmp_path, monkeypatch, conformance_dir):
+    """``./mlflow.db`` present: ``shelfguard score`` loads the champions from it (the registry
+    client is imported only on this path, see ``training.champions``)."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    registry.register_packaged(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    out = tmp_path / "scores.csv"
+    events = conformance_dir / "events.jsonl"
+    result = CliRunner().invoke(app, ["score", "--events", str(events), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert {r["phantom_model"] for r in rows} == {"phantom-inventory:v1 (champion)"}
+    assert {r["stockout_model"] for r in rows} == {"stockout-risk:v1 (champion)"}
