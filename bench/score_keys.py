@@ -17,7 +17,6 @@ writes ``bench/results/score_keys.json``.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import resource
 import tempfile
@@ -34,7 +33,12 @@ from bench.feature_flow import machine
 from models.contributions import contributions
 from models.explain import explain_rows, render
 from models.scorer import RiskModel, load_packaged
-from models.scoring import DEFAULT_EXPLAIN_ABOVE, score_features, with_feature_columns
+from models.scoring import (
+    DEFAULT_EXPLAIN_ABOVE,
+    score_features,
+    with_feature_columns,
+    write_csv,
+)
 from pipelines.replay import replay_file
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -85,7 +89,9 @@ def measure(events: Path, phantom: RiskModel, stockout: RiskModel) -> dict[str, 
     replay, replay_s = timed(lambda: replay_file(events))
     features, table_s = timed(replay.feature_table)
     scores, score_s = timed(lambda: score_features(features, phantom, stockout))
-    _with, csv_s = timed(lambda: with_feature_columns(scores, features).to_csv(io.StringIO()))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "scores.csv"
+        _with, csv_s = timed(lambda: write_csv(with_feature_columns(scores, features), out))
     frame = features.reset_index(drop=True)
     result: dict[str, Any] = {
         "keys": len(features),

@@ -313,7 +313,7 @@ def score(
     """Score an event log: phantom and stockout probabilities with explanations."""
     import pandas as pd
 
-    from models.scoring import SCORE_COLUMNS, score_features, with_feature_columns
+    from models.scoring import SCORE_COLUMNS, score_features, with_feature_columns, write_csv
     from pipelines.replay import replay_file
     from training.champions import load_models
 
@@ -330,7 +330,7 @@ def score(
         if with_features:
             scores = with_feature_columns(scores, features)
     out.parent.mkdir(parents=True, exist_ok=True)
-    scores.to_csv(out, index=False)
+    write_csv(scores, out)
     _print_summary(
         "score",
         {

@@ -8,11 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from models.explain import explain_rows, render
 from models.scorer import load_packaged
-from models.scoring import SCORE_COLUMNS
+from models.scoring import (
+    SCORE_COLUMNS,
+    score_features,
+    with_feature_columns,
+    write_csv,
+)
+from pipelines.replay import replay_file
 from serving.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
@@ -164,3 +173,82 @@ def test_score_command_with_a_far_future_event(tmp_path, monkeypatch):
     for row in rows:
         for col in ("phantom_score", "stockout_score"):
             assert 0.0 <= float(row[col]) <= 1.0
+
+
+# -- the score CSV: write_csv writes what DataFrame.to_csv writes ---------------------------------
+def _assert_written_as_pandas_writes(frame, tmp_path):
+    ours, theirs = tmp_path / "ours.csv", tmp_path / "pandas.csv"
+    write_csv(frame, ours)
+    frame.to_csv(theirs, index=False)
+    assert ours.read_bytes() == theirs.read_bytes()
+
+
+def test_write_csv_of_a_score_table(tmp_path, conformance_dir):
+    features = replay_file(conformance_dir / "events.jsonl").feature_table()
+    phantom, stockout = load_packaged("phantom-inventory"), load_packaged("stockout-risk")
+    scores = with_feature_columns(score_features(features, phantom, stockout, 0.0), features)
+    _assert_written_as_pandas_writes(scores, tmp_path)
+    _assert_written_as_pandas_writes(pd.DataFrame(columns=list(SCORE_COLUMNS)), tmp_path)
+
+
+_FLOATS = [math.nan, math.inf, -math.inf, -0.0, 0.0, 1e16, 9999999999999998.0, 1e-05, 1e-4]
+_FLOATS += [5e-324, 0.1, 1 / 3, 1.7976931348623157e308, -2.5, 123456789.0]
+_TEXTS = ["", "a,b", 'say "hi"', "two\nlines", "cr\r", " lead", "é ß 中", "x;y", None, math.nan]
+
+
+def test_write_csv_of_every_kind_of_column_across_chunks(tmp_path):
+    """Floats at the edges of repr, ints at int64's, texts that need quoting, missing values,
+    float32, dates (tz-aware with NaT and nanoseconds; naive ones that are midnight-only in
+    the first chunk of rows pandas formats at once, 100,000 cells, and not after), categories,
+    nullable ints and timedeltas; 30,000 rows, 5 chunks."""
+    n = 30_000
+    rng = np.random.default_rng(7)
+    naive = pd.Timestamp("2026-03-01") + pd.to_timedelta(np.arange(n) // 97, unit="D")
+    aware = pd.Series(
+        pd.Timestamp("2026-03-01T10:00:00.000000001Z")
+        + pd.to_timedelta(rng.integers(0, 10**15, n), unit="ns")
+    )
+    aware[::50] = pd.NaT
+    frame = pd.DataFrame(
+        {
+            "float": rng.choice(_FLOATS, n),
+            "random": rng.standard_normal(n) * 10.0 ** rng.integers(-30, 30, n),
+            "int": rng.choice([0, -1, 2**63 - 1, -(2**63), 42], n),
+            "uint": np.full(n, 2**64 - 1, dtype=np.uint64),
+            "bool": rng.random(n) < 0.5,
+            "text": rng.choice(np.array(_TEXTS, dtype=object), n),
+            "mixed": rng.choice(np.array([1, 2.5, "s", None, math.inf], dtype=object), n),
+            "float32": rng.standard_normal(n).astype(np.float32),
+            "aware": aware,
+            "naive": naive,
+            "us": pd.Series(
+                [pd.Timestamp("9999-12-30T00:00:00.5Z")] * n, dtype="datetime64[us, UTC]"
+            ),
+            "category": pd.Categorical(rng.choice(["b", "a", "c,d"], n)),
+            "nullable": pd.array(rng.choice([1, 2, None], n), dtype="Int64"),
+            "timedelta": pd.to_timedelta(rng.integers(0, 10**12, n), unit="ms"),
+        }
+    )
+    chunk_rows = 100_000 // len(frame.columns)
+    frame["naive"] = naive.where(np.arange(n) < chunk_rows, naive + pd.Timedelta(seconds=1.5))
+    assert n > 3 * chunk_rows
+    _assert_written_as_pandas_writes(frame, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pd.DataFrame({"only": ["", "x", None]}),  # one field: an empty one is written ""
+        pd.DataFrame({"x": [1.5]}).iloc[:0],
+        pd.DataFrame(index=range(3)),
+    ],
+)
+def test_write_csv_of_small_frames(tmp_path, frame):
+    _assert_written_as_pandas_writes(frame, tmp_path)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=50))
+def test_write_csv_writes_any_float64_as_pandas_does(tmp_path_factory, values):
+    frame = pd.DataFrame({"x": np.array(values, dtype=np.float64), "y": values[::-1]})
+    _assert_written_as_pandas_writes(frame, tmp_path_factory.mktemp("csv"))
