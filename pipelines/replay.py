@@ -133,7 +133,7 @@ def feature_table(states: Iterable[KeyState], as_of: float, sort: bool = True) -
     Rows are :meth:`KeyState.snapshot` (``sort``: ordered by sku, then location, as ``str``
     compares them; else in the order of ``states``), built column by column
     (:func:`~pipelines.features.feature_columns`): ~0.4 KB a key at the peak instead of ~2.6 KB
-    for a dict per key and the frame pandas makes of them (250k keys: +89 MB, not +651 MB).
+    for a dict per key and the frame pandas makes of them (250k keys: +83–89 MB, not +650 MB).
     """
     keys = sorted(states, key=_sku_location) if sort else list(states)
     if not keys:  # no key (an empty or all-rejected stream): the same columns, no rows
