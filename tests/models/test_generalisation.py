@@ -26,8 +26,12 @@ UNSEEN = (
     WorldConfig("unseen-slow-dupes", 7102, 9, 40, 35, "duplicate_storm", {"demand_median": 0.25}),
     # marketplace latency with more misplacement
     WorldConfig("unseen-market", 7103, 5, 50, 35, "marketplace_latency", {"misplace_rate": 0.01}),
-    # twice as long as any training world (56 days): features age past anything seen in training
+    # longer than most training worlds: features age past most of what training saw
     WorldConfig("unseen-long", 7104, 3, 40, 112),
+    # stores only: no online orders, so no reservations, picks or pick failures at all
+    WorldConfig("unseen-store-only", 7106, 6, 60, 42, None, {"online_share_mean": 0.0}),
+    # no cycle counts after the opening balance
+    WorldConfig("unseen-no-counts", 7107, 6, 60, 42, None, {"count_share": 0.0}),
 )
 
 
