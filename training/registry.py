@@ -39,15 +39,28 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+def sqlite_artifact_root(uri: str) -> str | None:
+    """Where a SQLite tracking store keeps run artifacts: ``mlruns`` beside its database file, so
+    the store is one folder wherever the trainer runs (the default ``./mlflow.db`` → ``./mlruns``;
+    a relative path is relative to the working directory, as SQLAlchemy reads it). None for other
+    stores: a server decides itself."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    database = uri[len(prefix) :].split("?", 1)[0]
+    if not database or database == ":memory:":
+        base = Path.cwd()
+    else:
+        base = Path(database).expanduser().resolve().parent
+    return (base / "mlruns").as_uri()
+
+
 def configure(tracking_uri: str | None = None) -> str:
     uri = tracking_uri or default_tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        artifact_root = None
-        if uri.startswith("sqlite:"):
-            artifact_root = (Path.cwd() / "mlruns").resolve().as_uri()
-        mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root)
+        mlflow.create_experiment(EXPERIMENT, artifact_location=sqlite_artifact_root(uri))
     mlflow.set_experiment(EXPERIMENT)
     return uri
 

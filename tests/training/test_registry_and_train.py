@@ -3,6 +3,7 @@
 import hashlib
 import json
 import re
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -210,3 +211,20 @@ def test_score_uses_the_champion_of_a_local_registry(tmp_path, monkeypatch, conf
     rows = list(csv.DictReader(out.open()))
     assert {r["phantom_model"] for r in rows} == {"phantom-inventory:v1 (champion)"}
     assert {r["stockout_model"] for r in rows} == {"stockout-risk:v1 (champion)"}
+
+
+@pytest.mark.parametrize("spelling", ["absolute", "relative"])
+def test_a_sqlite_store_keeps_its_artifacts_beside_its_database(tmp_path, monkeypatch, spelling):
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    store = tmp_path / "store"
+    store.mkdir()
+    database = store / "mlflow.db" if spelling == "absolute" else Path("../store/mlflow.db")
+    uri = f"sqlite:///{database}"
+    assert registry.sqlite_artifact_root(uri) == (store / "mlruns").as_uri()
+    registry.configure(uri)
+    experiment = mlflow.get_experiment_by_name(registry.EXPERIMENT)
+    assert experiment.artifact_location == (store / "mlruns").as_uri()
+    assert registry.sqlite_artifact_root("http://127.0.0.1:5000") is None
+    assert registry.sqlite_artifact_root("sqlite:///:memory:") == (elsewhere / "mlruns").as_uri()
