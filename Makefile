@@ -21,7 +21,17 @@ CORE_STAMP := pipelines/_core.json
 $(CORE_STAMP): $(STAMP) $(CORE_SRC)
 	SHELFGUARD_PURE_PYTHON=1 $(BIN)/python -c 'import pipelines.native as n; n.main(["build"])'
 
-install: $(STAMP) $(CORE_STAMP)  ## create .venv, install shelfguard with everything it needs, compile its core
+# The dataflow's ledger step in Rust (pipelines/native_book.py, crate pipelines/rust_book); rebuilt
+# when the crate changes. Without cargo the flow runs the Python Book (slower, same results).
+NATIVE_SRC := pipelines/rust_book/Cargo.toml pipelines/rust_book/Cargo.lock pipelines/rust_book/src/lib.rs
+NATIVE_STAMP := pipelines/_native_book.json
+
+$(NATIVE_STAMP): $(STAMP) $(NATIVE_SRC) pipelines/native_book.py
+	@if command -v cargo >/dev/null || test -x $$HOME/.cargo/bin/cargo; then \
+	  $(BIN)/python -m pipelines.native_book build; \
+	else echo "cargo not found: the feature flow will run the Python ledger step (see README)"; fi
+
+install: $(STAMP) $(CORE_STAMP) $(NATIVE_STAMP)  ## create .venv, install shelfguard with everything it needs, compile its core
 
 demo: install  ## the whole loop, live: simulate, register models, UI + API, score an accelerated replay (Ctrl-C stops)
 	$(BIN)/shelfguard demo

@@ -51,8 +51,9 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
+from pipelines import native_book
 from pipelines.events import InventoryEvent, Rejection, parse_event
-from pipelines.features import BOOK_STATE_VERSION, Book
+from pipelines.features import BOOK_STATE_VERSION, KeyState
 
 DEFAULT_BATCH_SIZE = 1000
 #: The cyclic garbage collector's youngest-generation threshold while a feature flow runs
@@ -109,10 +110,11 @@ class BookLogic(StatefulBatchLogic[Any, Any, tuple]):
     """
 
     def __init__(self, resume: Any, emit: Emit) -> None:
+        book = native_book.book_class()
         if resume is None:
-            self.book = Book()
+            self.book = book()
         elif isinstance(resume, tuple) and resume[:1] == (BOOK_STATE_VERSION,):
-            self.book = Book.from_state(resume)
+            self.book = book.from_state(resume)
         else:
             raise RecoveryFormatError(
                 "the recovery store holds ledger snapshots of an earlier layout (one state per "
@@ -126,19 +128,21 @@ class BookLogic(StatefulBatchLogic[Any, Any, tuple]):
         :data:`DEAD_LETTER_KEY`) :class:`Rejection` records, which pass straight through."""
         if type(values[0]) is Rejection:  # the dead-letter key: pass them on, keep nothing
             return values, self.DISCARD
-        changed = self.book.apply_batch(values)
-        if self.emit == "final" or not changed:
+        book = self.book
+        if self.emit == "final":
+            book.apply_batch(values, False)
             return [], self.RETAIN
-        states = self.book.states
+        changed = book.apply_batch(values)
+        if not changed:
+            return [], self.RETAIN
         updates = []
         for key, trigger in changed.items():
-            state = states[key]
-            as_of = state.last_event_ts
+            sku, location, duplicates, as_of = book.view(key)
             updates.append(
                 FeatureUpdate(
-                    f"{state.sku}|{state.location}",
-                    state.duplicates,
-                    state.snapshot(as_of),
+                    f"{sku}|{location}",
+                    duplicates,
+                    book.snapshot(key, as_of),
                     as_of,
                     _trigger(trigger),
                 )
@@ -147,7 +151,9 @@ class BookLogic(StatefulBatchLogic[Any, Any, tuple]):
 
     def on_eof(self) -> tuple[list, bool]:
         if self.emit == "final":
-            return [pickle.dumps(state) for state in self.book.states.values()], self.RETAIN
+            return [
+                pickle.dumps(KeyState.from_state(s)) for s in self.book.key_states()
+            ], self.RETAIN
         return [], self.RETAIN
 
     def snapshot(self) -> tuple:

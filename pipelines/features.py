@@ -511,13 +511,38 @@ class Book:
         """Apply ``event`` to its key, then settle transit if it completes a transfer."""
         return self._apply(event, None)
 
-    def apply_batch(self, events: list[InventoryEvent]) -> dict[str, InventoryEvent | None]:
+    def apply_batch(
+        self, events: list[InventoryEvent], track: bool = True
+    ) -> dict[str, InventoryEvent | None] | None:
         """Apply ``events`` in order; return the keys they changed, each with the last event
-        that changed it (None: only a transit settlement did)."""
+        that changed it (None: only a transit settlement did). ``track=False``: return None
+        and keep no such record (the dataflow's ``emit="final"``)."""
+        if not track:
+            for event in events:
+                self._apply(event, None)
+            return None
         changed: dict[str, InventoryEvent | None] = {}
         for event in events:
             self._apply(event, changed)
         return changed
+
+    # -- the dataflow's view (also :class:`pipelines.native_book` ``NativeBook``'s API) -------
+    def view(self, key: str) -> tuple[str, str, int, float]:
+        """``(sku, location, duplicates, last_event_ts)`` of ``key``."""
+        state = self.states[key]
+        return (state.sku, state.location, state.duplicates, state.last_event_ts)
+
+    def snapshot(self, key: str, as_of: float) -> dict[str, Any]:
+        """:meth:`KeyState.snapshot` of ``key``."""
+        return self.states[key].snapshot(as_of)
+
+    def key_state(self, key: str) -> tuple:
+        """:meth:`KeyState.__getstate__` of ``key``."""
+        return self.states[key].__getstate__()
+
+    def key_states(self) -> list[tuple]:
+        """Every key's :meth:`KeyState.__getstate__`, in creation order."""
+        return [state.__getstate__() for state in self.states.values()]
 
     def _apply(
         self, event: InventoryEvent, changed: dict[str, InventoryEvent | None] | None
