@@ -23,7 +23,7 @@ $(CORE_STAMP): $(STAMP) $(CORE_SRC)
 
 # The dataflow's ledger step in Rust (pipelines/native_book.py, crate pipelines/rust_book); rebuilt
 # when the crate changes. Without cargo the flow runs the Python Book (slower, same results).
-NATIVE_SRC := pipelines/rust_book/Cargo.toml pipelines/rust_book/Cargo.lock pipelines/rust_book/src/lib.rs
+NATIVE_SRC := pipelines/rust_book/Cargo.toml pipelines/rust_book/Cargo.lock pipelines/rust_book/src/lib.rs pipelines/rust_book/src/parse.rs
 NATIVE_STAMP := pipelines/_native_book.json
 
 $(NATIVE_STAMP): $(STAMP) $(NATIVE_SRC) pipelines/native_book.py

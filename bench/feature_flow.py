@@ -7,13 +7,16 @@ On one bytewax worker, over the same events (a simulated world of ~350k lines):
 - a trivial keyed flow on the same input: decode ``sku``/``location``/``quantity`` with a
   msgspec Struct, key ``sku|location``, running sum in ``stateful_batch``: the engine's ceiling;
 - the streaming deployable (``pipelines.stream``, ``emit="updates"`` to a Kafka topic, bounded);
+- the same feature flow with the Python ledger step (``SHELFGUARD_NATIVE_BOOK=0``, the mypyc
+  core) and all in pure Python (``SHELFGUARD_PURE_PYTHON=1``), each in a fresh process;
 - where the time goes: the flow's own steps (``parse_batch``, the per-sku ledger step and its
   final states) timed inside a run of the feature flow (see :func:`logic_costs`); the rest of
   that run is the engine and its wiring.
 
-Memory: RSS growth per key with 1M keys in a fresh subprocess, for ``KeyState`` after a few
-typical events and for a plain ``int`` per key (the cost of keeping a key at all), plus a steady-
-state profile (30 days of activity per key, measured on fewer keys), and the pickled recovery
+Memory: RSS growth per key with 1M keys in a fresh subprocess, for the flow's ledger state
+(the Rust book when built, else ``KeyState`` objects) after a few typical events and for a plain
+``int`` per key (the cost of keeping a key at all), plus a steady-state profile (30 days of
+activity per key, measured on fewer keys), and the pickled recovery
 snapshot per key. Prints a table; writes ``bench/results/feature_flow.json``.
 
 ``python -m bench.feature_flow [--stores 20 --skus 600 --days 30] [--keys 1000000] [--no-kafka]``
@@ -171,10 +174,16 @@ def core_compiled() -> bool:
     return all(is_compiled(importlib.import_module(m)) for m in CORE)
 
 
-def pure_python_rate(events_path: Path, repeat: int) -> float:
-    """The feature flow's file rate with ``SHELFGUARD_PURE_PYTHON=1`` (a fresh process)."""
-    from pipelines.native import PURE_ENV
+def ledger_step() -> str:
+    """Which implementation runs the flow's ledger step in this process."""
+    from pipelines import native_book
 
+    return "Rust" if native_book.book_class() is native_book.native_class() else "Python"
+
+
+def subprocess_rate(events_path: Path, repeat: int, env: dict[str, str]) -> dict[str, Any]:
+    """The feature flow's file rate in a fresh process with ``env`` added (e.g. the pure-Python
+    core, or the Python ledger step): ``{"rate", "compiled", "ledger"}``."""
     done = subprocess.run(  # noqa: S603
         [
             sys.executable,
@@ -189,11 +198,9 @@ def pure_python_rate(events_path: Path, repeat: int) -> float:
         text=True,
         check=True,
         cwd=Path(__file__).resolve().parents[1],
-        env={**os.environ, PURE_ENV: "1"},
+        env={**os.environ, **env},
     )
-    probe = json.loads(done.stdout.strip().splitlines()[-1])
-    assert not probe["compiled"], "the pure-Python probe ran the compiled core"
-    return float(probe["rate"])
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 # ------------------------------------------------------------------------------------- Kafka
@@ -370,11 +377,14 @@ def _rss() -> int:
 def memory_probe(kind: str, keys: int, profile: str) -> dict[str, Any]:
     """Run in a fresh process: RSS growth for ``keys`` keys of ``kind`` (``keystate``/``int``).
 
-    ``keystate``: the flow's layout, one :class:`Book` per sku (100 locations each here) filled
-    through :meth:`Book.apply`; ``int``: an ``int`` per ``sku|location`` string key, what a
+    ``keystate``: the flow's layout, one book per sku (100 locations each here) filled through
+    its ``apply``: the flow's own implementation (:func:`pipelines.native_book.book_class`,
+    the Rust book when built); ``int``: an ``int`` per ``sku|location`` string key, what a
     trivial keyed flow keeps.
     """
-    from pipelines.features import Book
+    from pipelines import native_book
+
+    Book = native_book.book_class()  # noqa: N806 - a class
 
     gc.collect()
     before = _rss()
@@ -396,8 +406,9 @@ def memory_probe(kind: str, keys: int, profile: str) -> dict[str, Any]:
     if kind == "keystate":
         sample = list(states.values())[:: max(1, len(states) // 100)]
         # the ledger step's recovery snapshot: pickle(Book state) per sku, per location here
-        sizes = [len(pickle.dumps(b.__getstate__())) / len(b.states) for b in sample]
+        sizes = [len(pickle.dumps(b.__getstate__())) / len(b.key_states()) for b in sample]
         out["pickled_bytes_per_key"] = sum(sizes) / len(sizes)
+        out["ledger"] = ledger_step()
     return out
 
 
@@ -451,7 +462,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.rate_of:  # the feature flow's file rate in this process (pure-Python probe)
         n = sum(1 for _ in args.rate_of.open("rb"))
         rate = best_rate(n, lambda: feature_flow(connectors.file_source(args.rate_of)), args.repeat)
-        print(json.dumps({"rate": rate, "compiled": core_compiled()}))
+        print(json.dumps({"rate": rate, "compiled": core_compiled(), "ledger": ledger_step()}))
         return {"rate": rate}
     if args.probe:
         result = memory_probe(args.probe, args.keys, args.profile)
@@ -476,9 +487,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rates["trivial_file"] = best_rate(
             n, lambda: trivial_flow(connectors.file_source(events_path)), args.repeat
         )
-        if core_compiled():  # the same flow on the pure-Python core, in a subprocess
-            rates["feature_file_pure_python"] = pure_python_rate(events_path, args.repeat)
+        # the same flow with the Python ledger step (compiled with mypyc), and all in pure
+        # Python, each in a subprocess
+        if ledger_step() == "Rust":
+            probe = subprocess_rate(events_path, args.repeat, {"SHELFGUARD_NATIVE_BOOK": "0"})
+            assert probe["ledger"] == "Python", probe
+            rates["feature_file_python_ledger"] = probe["rate"]
+        if core_compiled():
+            probe = subprocess_rate(events_path, args.repeat, {"SHELFGUARD_PURE_PYTHON": "1"})
+            assert not probe["compiled"] and probe["ledger"] == "Python", probe
+            rates["feature_file_pure_python"] = probe["rate"]
         result["core"] = "compiled (mypyc)" if core_compiled() else "pure Python"
+        result["ledger_step"] = ledger_step()
         if not args.no_kafka and kafka_answers(BOOTSTRAP):
             tag = uuid.uuid4().hex[:10]
             topics = [f"bench.events.{tag}", f"bench.features.{tag}", f"bench.dlq.{tag}"]
@@ -504,6 +524,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "feature_file_pure_python" in rates:
             result["compiled_vs_pure_python_file"] = round(
                 rates["feature_file"] / rates["feature_file_pure_python"], 2
+            )
+        if "feature_file_python_ledger" in rates:
+            result["rust_vs_python_ledger_file"] = round(
+                rates["feature_file"] / rates["feature_file_python_ledger"], 2
             )
         if "feature_kafka" in rates:
             ratios["kafka"] = rates["feature_kafka"] / rates["trivial_kafka"]
@@ -558,6 +582,11 @@ def print_table(result: dict[str, Any]) -> None:
             f"core: {result['core']}; feature flow (file) "
             f"{result['compiled_vs_pure_python_file']}x the same flow on the pure-Python core"
         )
+    if "rust_vs_python_ledger_file" in result:
+        print(
+            f"ledger step: {result['ledger_step']}; feature flow (file) "
+            f"{result['rust_vs_python_ledger_file']}x the same flow with the Python ledger step"
+        )
     print(
         "us/event (file): " + ", ".join(f"{k}={v}" for k, v in result["us_per_event_file"].items())
     )
@@ -569,8 +598,10 @@ def print_table(result: dict[str, Any]) -> None:
           f"{mem['int_state_rss_bytes_per_key']} B/key, KeyState beyond int {beyond} B/key - "
           f"{verdict} the {mem['target_bytes_per_key']} B target; pickled snapshot "
           f"{mem['pickled_snapshot_bytes_per_key']} B/key")  # fmt: skip
+    steady = mem["keystate_steady_30d_beyond_int_bytes_per_key"]
+    verdict = "meets" if steady <= mem["target_bytes_per_key"] else "MISSES"
     print(f"steady state (30 days of activity, {mem['steady_keys']:,} keys): "
-          f"{mem['keystate_steady_30d_beyond_int_bytes_per_key']} B/key beyond int, pickled "
+          f"{steady} B/key beyond int - {verdict} the target; pickled "
           f"{mem['pickled_snapshot_steady_30d_bytes_per_key']} B/key")  # fmt: skip
 
 
@@ -594,6 +625,14 @@ def summary(result: dict[str, Any]) -> list[tuple[str, str]]:
                 "compiled core (mypyc) vs pure Python",
                 f"feature flow from file {result['compiled_vs_pure_python_file']}x "
                 f"({rates['feature_file']:,} vs {rates['feature_file_pure_python']:,} events/s)",
+            )
+        )
+    if "rust_vs_python_ledger_file" in result:
+        rows.append(
+            (
+                "ledger step in Rust vs Python (mypyc)",
+                f"feature flow from file {result['rust_vs_python_ledger_file']}x "
+                f"({rates['feature_file']:,} vs {rates['feature_file_python_ledger']:,} events/s)",
             )
         )
     if "kafka" in ratio:

@@ -178,21 +178,31 @@ def parse_batch(items: list[Any]) -> list[tuple[str, InventoryEvent | Rejection]
 
     Blank payloads are skipped; each event comes out keyed by :func:`sku_route`, each
     rejected payload as its :class:`Rejection` keyed :data:`DEAD_LETTER_KEY`, in input order.
-    One Python call per batch rather than several per item: per-item steps cost more than the
-    parsing.
+    One call per batch rather than several per item: per-item steps cost more than the
+    parsing. With the Rust extension built, payloads in the common shape are parsed there
+    (``pipelines/rust_book/src/parse.rs``: the event :func:`parse_event` would build, through the
+    same class) and every other payload — each reject included — by :func:`parse_item`.
     """
-    out: list[tuple[str, InventoryEvent | Rejection]] = []
-    append = out.append
+    fast = native_book.parse_batch_function()
+    if fast is not None:
+        return fast(items, parse_item)
+    out = []
     for item in items:
-        payload = getattr(item, "value", item)
-        if payload is None or not payload.strip():
-            continue
-        parsed = parse_event(payload)
-        if type(parsed) is InventoryEvent:
-            append((sku_route(parsed.sku), parsed))
-        else:
-            append((DEAD_LETTER_KEY, parsed))
+        routed = parse_item(item)
+        if routed is not None:
+            out.append(routed)
     return out
+
+
+def parse_item(item: Any) -> tuple[str, InventoryEvent | Rejection] | None:
+    """One source item: None for a blank payload, else ``(route, event or rejection)``."""
+    payload = getattr(item, "value", item)
+    if payload is None or not payload.strip():
+        return None
+    parsed = parse_event(payload)
+    if type(parsed) is InventoryEvent:
+        return (sku_route(parsed.sku), parsed)
+    return (DEAD_LETTER_KEY, parsed)
 
 
 def sku_route(sku: str) -> str:

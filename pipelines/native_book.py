@@ -36,7 +36,7 @@ from typing import Any
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CRATE = PACKAGE_DIR / "rust_book"
-CRATE_SOURCES = ("Cargo.toml", "Cargo.lock", "src/lib.rs")
+CRATE_SOURCES = ("Cargo.toml", "Cargo.lock", "src/lib.rs", "src/parse.rs")
 MODULE = "pipelines._native_book"
 MANIFEST = PACKAGE_DIR / "_native_book.json"
 ENV = "SHELFGUARD_NATIVE_BOOK"
@@ -74,10 +74,13 @@ def disabled() -> bool:
 def configuration() -> dict[str, Any]:
     """Every rule and constant the Rust book takes from the Python modules."""
     from pipelines import features, keys, ledger
-    from pipelines.events import EventType
+    from pipelines.events import MAX_ABS_QUANTITY, EventType, InventoryEvent, Source
 
     return {
         "event_types": list(EventType),
+        "sources": list(Source),
+        "event_class": InventoryEvent,
+        "max_abs_quantity": MAX_ABS_QUANTITY,
         "plans": dict(ledger._PLANS),
         "move_plans": dict(ledger._MOVE_PLANS),
         "pending_return": ledger._PENDING_RETURN,
@@ -123,6 +126,12 @@ def native_class() -> Any:
             module.configure(configuration())
             _loaded = module.NativeBook
     return _loaded or None
+
+
+def parse_batch_function() -> Any:
+    """The Rust ``parse_batch(items, slow)`` (see ``pipelines.dataflow.parse_batch``), or None."""
+    native = native_class()
+    return None if native is None else importlib.import_module(MODULE).parse_batch
 
 
 def book_class() -> Any:

@@ -20,6 +20,8 @@ use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PyString, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
 use std::collections::{HashMap, HashSet};
 
+mod parse;
+
 const SEP: char = '\0';
 const BUCKETS: [&str; 6] = [
     "on_hand",
@@ -47,7 +49,7 @@ const ETYPES: [&str; 11] = [
 const RETURN: usize = 1;
 const TRANSFER_OUT: usize = 3;
 const TRANSFER_IN: usize = 4;
-const ADJUSTMENT: usize = 5;
+pub(crate) const ADJUSTMENT: usize = 5;
 const CYCLE_COUNT: usize = 6;
 const FULFILLMENT: usize = 9;
 const PICK_SHORT: usize = 10;
@@ -86,7 +88,7 @@ const ROW: [&str; 29] = [
 
 type Plan = Vec<(usize, i64)>;
 
-struct Config {
+pub(crate) struct Config {
     etypes: Vec<usize>, // object address of each EventType member, by ETYPES index
     plans: Vec<Plan>,
     move_plans: HashMap<String, Plan>,
@@ -117,13 +119,17 @@ struct Config {
     row: Vec<Py<PyString>>,
     state_key: Py<PyAny>,
     escape_prefix: String,
-    // kept alive: `etypes` are their addresses
-    _members: Vec<Py<PyAny>>,
+    // the parser's: EventType members by ETYPES index and by value, Source members by value
+    pub(crate) etype_members: Vec<Py<PyAny>>,
+    pub(crate) etype_by_value: HashMap<String, usize>,
+    pub(crate) sources: HashMap<String, Py<PyAny>>,
+    pub(crate) max_abs_quantity: u64,
+    pub(crate) event_class: Py<PyAny>,
 }
 
 static CONFIG: GILOnceCell<Config> = GILOnceCell::new();
 
-fn config(py: Python<'_>) -> PyResult<&'static Config> {
+pub(crate) fn config(py: Python<'_>) -> PyResult<&'static Config> {
     CONFIG
         .get(py)
         .ok_or_else(|| PyRuntimeError::new_err("pipelines._native_book: configure() was not called"))
@@ -165,11 +171,21 @@ fn configure(py: Python<'_>, c: &Bound<'_, PyDict>) -> PyResult<()> {
     }
     let members: Vec<Bound<PyAny>> = get(c, "event_types")?.try_iter()?.collect::<PyResult<_>>()?;
     let mut etypes = vec![0usize; ETYPES.len()];
+    let mut etype_members: Vec<Py<PyAny>> = (0..ETYPES.len()).map(|_| py.None()).collect();
+    let mut etype_by_value = HashMap::new();
     let mut seen = 0;
     for m in &members {
         let value: String = m.getattr("value")?.extract()?;
-        etypes[etype_index(&value)?] = m.as_ptr() as usize;
+        let i = etype_index(&value)?;
+        etypes[i] = m.as_ptr() as usize;
+        etype_members[i] = m.clone().unbind();
+        etype_by_value.insert(value, i);
         seen += 1;
+    }
+    let mut sources = HashMap::new();
+    for m in get(c, "sources")?.try_iter()? {
+        let m = m?;
+        sources.insert(m.getattr("value")?.extract::<String>()?, m.unbind());
     }
     if seen != ETYPES.len() {
         return Err(PyValueError::new_err("configure: the EventType members changed"));
@@ -247,7 +263,11 @@ fn configure(py: Python<'_>, c: &Bound<'_, PyDict>) -> PyResult<()> {
         row: ROW.iter().map(|n| PyString::intern(py, n).unbind()).collect(),
         state_key: get(c, "state_key")?.unbind(),
         escape_prefix: get(c, "escape_prefix")?.extract()?,
-        _members: members.into_iter().map(Bound::unbind).collect(),
+        etype_members,
+        etype_by_value,
+        sources,
+        max_abs_quantity: get(c, "max_abs_quantity")?.extract()?,
+        event_class: get(c, "event_class")?.unbind(),
     };
     let _ = CONFIG.set(py, cfg);
     Ok(())
@@ -1517,5 +1537,7 @@ impl NativeBook {
 fn _native_book(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(configure, m)?)?;
     m.add_class::<NativeBook>()?;
+    m.add_function(wrap_pyfunction!(parse::parse_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(parse::parse_fast, m)?)?;
     Ok(())
 }
