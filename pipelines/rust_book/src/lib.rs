@@ -1010,7 +1010,7 @@ fn hours(cfg: &Config, as_of: f64, ts: f64, fallback: f64) -> f64 {
 // ------------------------------------------------------------------------------ KeyState
 
 struct KeyState {
-    key: Py<PyString>,
+    key: Box<str>,
     sku: Py<PyString>,
     location: Py<PyString>,
     duplicates: i64,
@@ -1214,7 +1214,8 @@ impl Refs {
 #[pyclass(module = "pipelines._native_book")]
 struct NativeBook {
     index: HashMap<String, usize>,
-    states: Vec<KeyState>,
+    // boxed: a growing Vec's spare capacity then costs a pointer a slot, not a whole state
+    states: Vec<Box<KeyState>>,
     transfers: Vec<(String, Refs)>,
     transfer_index: HashMap<String, usize>,
     clocks: Vec<(String, f64, f64)>,
@@ -1263,14 +1264,14 @@ impl NativeBook {
                 Py::from_owned_ptr(py, ptr)
             }
         };
-        self.states.push(KeyState {
-            key: PyString::new(py, &self.key_buf).unbind(),
+        self.states.push(Box::new(KeyState {
+            key: self.key_buf.as_str().into(),
             sku: intern(sku),
             location: intern(location),
             duplicates: 0,
             pos: Position::new(),
             act: Activity::new(),
-        });
+        }));
         self.index.insert(self.key_buf.clone(), self.states.len() - 1);
         self.states.len() - 1
     }
@@ -1302,7 +1303,7 @@ impl NativeBook {
         }
         if let Some(changed) = changed {
             if outcome != Outcome::Duplicate {
-                changed.set_item(state.key.bind(py), ev.obj)?;
+                changed.set_item(PyString::new(py, &state.key), ev.obj)?;
             }
         }
         if ev.reference.is_some() && (ev.etype == TRANSFER_OUT || ev.etype == TRANSFER_IN) {
@@ -1316,8 +1317,8 @@ impl NativeBook {
                 if o == Outcome::Duplicate {
                     target.duplicates += 1;
                 } else if let Some(changed) = changed {
-                    let key = target.key.bind(py);
-                    if !changed.contains(key)? {
+                    let key = PyString::new(py, &target.key);
+                    if !changed.contains(&key)? {
                         changed.set_item(key, py.None())?;
                     }
                 }
@@ -1405,7 +1406,7 @@ impl NativeBook {
 
     /// The state keys, in creation order (``Book.states``' order).
     fn keys<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyString>> {
-        self.states.iter().map(|s| s.key.bind(py).clone()).collect()
+        self.states.iter().map(|s| PyString::new(py, &s.key)).collect()
     }
 
     /// ``(sku, location, duplicates, last_event_ts)`` of ``key``.
@@ -1443,7 +1444,7 @@ impl NativeBook {
         let states: Vec<Bound<PyTuple>> = self
             .states
             .iter()
-            .map(|s| PyTuple::new(py, [s.key.bind(py).clone().into_any(), s.to_py(py)?.into_any()]))
+            .map(|s| PyTuple::new(py, [PyString::new(py, &s.key).into_any(), s.to_py(py)?.into_any()]))
             .collect::<PyResult<_>>()?;
         let mut matchers = Vec::new();
         for (sku, refs) in &self.transfers {
@@ -1528,7 +1529,7 @@ impl NativeBook {
     fn get(&self, key: &str) -> PyResult<&KeyState> {
         self.index
             .get(key)
-            .map(|&i| &self.states[i])
+            .map(|&i| &*self.states[i])
             .ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(key.to_owned()))
     }
 }
