@@ -10,7 +10,7 @@
    rate of the key (today; integrated over the key's silence; for stockout, the next 3 days) as
    extra inputs. Not point-in-time and not usable by a product — a bound only.
 
-``python -m training.xloc_diagnostics --worlds-root /work/main/data/worlds``
+``python -m training.xloc_diagnostics --worlds-root data/worlds``
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 if name == "base":
                     base_scores = s
                 m["top_gain"] = {
-                    k: round(float(v), 4) for k, v in zip(names, gain) if k in extra
+                    k: round(float(v), 4) for k, v in zip(names, gain, strict=True) if k in extra
                 }
                 result["in_world"].setdefault(f"{spec.name} / {name}", []).append(m)
                 print(

@@ -13,7 +13,7 @@ Measured (same rows, same folds, same LightGBM parameters, num_threads=1):
 - optionally (``--cross``) train on the training worlds, score the held-out worlds (like the
   packaged models, but with a fixed number of rounds and no calibration — ranking metrics only).
 
-``python -m training.xloc_experiment --worlds-root /work/main/data/worlds [--cross] [--repeats 3]``
+``python -m training.xloc_experiment --worlds-root data/worlds [--cross] [--repeats 3]``
 
 Labelled snapshot frames are cached as parquet under ``--cache`` (default ``data/xloc_cache``).
 """
@@ -32,10 +32,10 @@ import pandas as pd
 
 from models.derived import with_derived
 from models.spec import PHANTOM, STOCKOUT, ModelSpec
+from training.dataset import build_world_dataset
 from training.fit import LGB_PARAMS, labelled
 from training.metrics import evaluate
 from training.worlds import HOLDOUT_WORLDS, TRAIN_WORLDS, WorldConfig, simulate_world
-from training.dataset import build_world_dataset
 
 ROUNDS = 300
 FOLDS = 2
@@ -83,13 +83,13 @@ def _group_stats(
     sold1 = loo_sum("sold_1d")
     out[f"{prefix}_other_sales_1d"] = s1
     out[f"{prefix}_other_sales_7d"] = s7
-    out[f"{prefix}_other_share_sold_1d"] = np.where(others > 0, sold1 / np.maximum(others, 1), np.nan)
+    out[f"{prefix}_other_share_sold_1d"] = np.where(
+        others > 0, sold1 / np.maximum(others, 1), np.nan
+    )
     # peers' recent demand vs their month: did demand drop everywhere?
     rate28_o = s28 / 28.0
     out[f"{prefix}_other_trend_1d_28d"] = np.minimum(s1 / np.maximum(rate28_o, _EPS), 1000.0)
-    out[f"{prefix}_other_trend_7d_28d"] = np.minimum(
-        s7 / 7.0 / np.maximum(rate28_o, _EPS), 1000.0
-    )
+    out[f"{prefix}_other_trend_7d_28d"] = np.minimum(s7 / 7.0 / np.maximum(rate28_o, _EPS), 1000.0)
     out[f"{prefix}_other_trend_7d_ewma"] = np.minimum(s7 / 7.0 / np.maximum(ewma, _EPS), 1000.0)
     out[f"{prefix}_other_pick_short_28d"] = loo_sum("pick_short_28d")
     out[f"{prefix}_other_pick_shorts_since_count"] = loo_sum("pick_shorts_since_count")
@@ -108,12 +108,8 @@ def _group_stats(
     out[f"{prefix}_adj_expected_1d"] = exp1
     out[f"{prefix}_adj_expected_7d"] = exp7
     out[f"{prefix}_adj_gap_7d"] = exp7 - own["sales_7d"].to_numpy(np.float64)
-    out[f"{prefix}_adj_zero_prob_1d"] = np.where(
-        own["sales_1d"].to_numpy() > 0, 1.0, np.exp(-exp1)
-    )
-    out[f"{prefix}_adj_zero_prob_7d"] = np.where(
-        own["sales_7d"].to_numpy() > 0, 1.0, np.exp(-exp7)
-    )
+    out[f"{prefix}_adj_zero_prob_1d"] = np.where(own["sales_1d"].to_numpy() > 0, 1.0, np.exp(-exp1))
+    out[f"{prefix}_adj_zero_prob_7d"] = np.where(own["sales_7d"].to_numpy() > 0, 1.0, np.exp(-exp7))
     return out
 
 
@@ -225,7 +221,9 @@ def run(args: argparse.Namespace) -> dict:
                 result["in_world"].setdefault(f"{spec.name} / {name}", []).append(m)
                 if salt == 0:
                     result["importance"][f"{spec.name} / {name}"] = dict(
-                        sorted(zip(names, gain.round(4).tolist()), key=lambda kv: -kv[1])[:25]
+                        sorted(
+                            zip(names, gain.round(4).tolist(), strict=True), key=lambda kv: -kv[1]
+                        )[:25]
                     )
                 print(
                     f"{spec.name:18s} {name:13s} fold-salt {salt}: "
@@ -252,7 +250,8 @@ def run(args: argparse.Namespace) -> dict:
                 gain = booster.feature_importance("gain")
                 result["importance"][f"cross {spec.name} / {name}"] = dict(
                     sorted(
-                        zip(names, (gain / gain.sum()).round(4).tolist()), key=lambda kv: -kv[1]
+                        zip(names, (gain / gain.sum()).round(4).tolist(), strict=True),
+                        key=lambda kv: -kv[1],
                     )[:25]
                 )
                 print(
