@@ -125,6 +125,7 @@ pub(crate) struct Config {
     pub(crate) sources: HashMap<String, Py<PyAny>>,
     pub(crate) max_abs_quantity: u64,
     pub(crate) event_class: Py<PyAny>,
+    member_offsets: Option<[isize; 9]>,
 }
 
 static CONFIG: GILOnceCell<Config> = GILOnceCell::new();
@@ -267,6 +268,7 @@ fn configure(py: Python<'_>, c: &Bound<'_, PyDict>) -> PyResult<()> {
         etype_by_value,
         sources,
         max_abs_quantity: get(c, "max_abs_quantity")?.extract()?,
+        member_offsets: member_offsets(&get(c, "event_class")?)?,
         event_class: get(c, "event_class")?.unbind(),
     };
     let _ = CONFIG.set(py, cfg);
@@ -398,27 +400,83 @@ where
 
 impl<'a, 'py> Ev<'a, 'py> {
     fn read(py: Python<'py>, cfg: &Config, obj: &'a Bound<'py, PyAny>) -> PyResult<Self> {
-        let etype_obj = obj.getattr(intern!(py, "event_type"))?;
+        // An InventoryEvent's fields are member slots at fixed offsets (found by `configure`):
+        // read them there, as CPython's member descriptors do, instead of ten attribute
+        // lookups; anything else (a subclass, an unset slot) takes `getattr`.
+        let slots = cfg
+            .member_offsets
+            .as_ref()
+            .filter(|_| obj.get_type().as_ptr() as usize == cfg.event_class.as_ptr() as usize);
+        let get = |i: usize, name: &Bound<'py, PyString>| -> PyResult<Bound<'py, PyAny>> {
+            if let Some(offsets) = slots {
+                // SAFETY: `obj` is exactly the configured class, whose member `i` is an
+                // object slot (Py_T_OBJECT_EX) at `offsets[i]`; we hold a reference to `obj`.
+                let p = unsafe {
+                    *((obj.as_ptr() as *const u8).offset(offsets[i]) as *const *mut pyo3::ffi::PyObject)
+                };
+                if !p.is_null() {
+                    return Ok(unsafe { Bound::from_borrowed_ptr(py, p) });
+                }
+            }
+            obj.getattr(name)
+        };
+        let etype_obj = get(1, intern!(py, "event_type"))?;
         let addr = etype_obj.as_ptr() as usize;
         let etype = cfg
             .etypes
             .iter()
             .position(|a| *a == addr)
             .ok_or_else(|| PyValueError::new_err(format!("not an EventType: {etype_obj}")))?;
-        let price = obj.getattr(intern!(py, "unit_price"))?;
+        let price = get(8, intern!(py, "unit_price"))?;
         Ok(Ev {
             obj,
-            id: obj.getattr(intern!(py, "event_id"))?.downcast_into()?,
+            id: get(0, intern!(py, "event_id"))?.downcast_into()?,
             etype,
-            sku: obj.getattr(intern!(py, "sku"))?.downcast_into()?,
-            location: obj.getattr(intern!(py, "location"))?.downcast_into()?,
-            quantity: obj.getattr(intern!(py, "quantity"))?.extract()?,
-            ts: obj.getattr(intern!(py, "occurred_ts"))?.extract()?,
-            reason: optional(obj.getattr(intern!(py, "reason"))?)?,
-            reference: optional(obj.getattr(intern!(py, "reference"))?)?,
+            sku: get(2, intern!(py, "sku"))?.downcast_into()?,
+            location: get(3, intern!(py, "location"))?.downcast_into()?,
+            quantity: get(4, intern!(py, "quantity"))?.extract()?,
+            ts: get(5, intern!(py, "occurred_ts"))?.extract()?,
+            reason: optional(get(6, intern!(py, "reason"))?)?,
+            reference: optional(get(7, intern!(py, "reference"))?)?,
             unit_price: if price.is_none() { None } else { Some(price.extract()?) },
         })
     }
+}
+
+/// The event fields `Ev::read` takes, in its slot order.
+const EVENT_FIELDS: [&str; 9] = [
+    "event_id",
+    "event_type",
+    "sku",
+    "location",
+    "quantity",
+    "occurred_ts",
+    "reason",
+    "reference",
+    "unit_price",
+];
+
+/// Byte offsets of `EVENT_FIELDS` in instances of `class`, if each is an object member slot.
+fn member_offsets(class: &Bound<'_, PyAny>) -> PyResult<Option<[isize; 9]>> {
+    let attrs = class.getattr("__dict__")?;
+    let mut out = [0isize; 9];
+    for (i, name) in EVENT_FIELDS.iter().enumerate() {
+        let Ok(descr) = attrs.get_item(name) else { return Ok(None) };
+        if descr.get_type().name()?.to_str()? != "member_descriptor" {
+            return Ok(None);
+        }
+        // SAFETY: a member_descriptor object is a PyMemberDescrObject (pyo3-ffi 0.23 types its
+        // `d_member` as a PyGetSetDef pointer; it is CPython's PyMemberDef)
+        let member = unsafe {
+            let d = descr.as_ptr() as *mut pyo3::ffi::PyMemberDescrObject;
+            &*((*d).d_member as *const pyo3::ffi::PyMemberDef)
+        };
+        if member.type_code != pyo3::ffi::Py_T_OBJECT_EX {
+            return Ok(None);
+        }
+        out[i] = member.offset;
+    }
+    Ok(Some(out))
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
