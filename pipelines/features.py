@@ -536,10 +536,6 @@ class Book:
         """:meth:`KeyState.snapshot` of ``key``."""
         return self.states[key].snapshot(as_of)
 
-    def key_state(self, key: str) -> tuple:
-        """:meth:`KeyState.__getstate__` of ``key``."""
-        return self.states[key].__getstate__()
-
     def key_states(self) -> list[tuple]:
         """Every key's :meth:`KeyState.__getstate__`, in creation order."""
         return [state.__getstate__() for state in self.states.values()]

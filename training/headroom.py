@@ -41,9 +41,12 @@ FOLDS = 2
 TRUE_SHELF = "true_on_hand"
 
 
-def sku_folds(frame: pd.DataFrame, folds: int = FOLDS) -> np.ndarray:
-    """Fold number of each row: whole (world, sku) groups, assigned by a stable hash."""
+def sku_folds(frame: pd.DataFrame, folds: int = FOLDS, salt: int = 0) -> np.ndarray:
+    """Fold number of each row: whole (world, sku) groups, assigned by a stable hash; another
+    ``salt`` gives another assignment (0: the one the headroom table uses)."""
     group = frame["world"].astype(str) + "|" + frame["sku"].astype(str)
+    if salt:
+        group = group + f"|{salt}"
     codes = pd.util.hash_pandas_object(group, index=False).to_numpy()
     return (codes % np.uint64(folds)).astype(int)
 
@@ -114,10 +117,15 @@ def main(argv: Sequence[str] | None = None, worlds: Sequence[WorldConfig] = HOLD
     holdout = load_worlds(list(worlds), args.worlds_root, lambda n: print(f"held-out world {n}"))
     result = headroom(holdout, args.rounds)
     print(render(result))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
     return result
+
+
+def write_result(out: Path, result: dict) -> None:
+    """Write an experiment's figures as JSON (the headroom check's and its siblings')."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

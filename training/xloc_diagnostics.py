@@ -27,6 +27,7 @@ from sklearn.metrics import roc_auc_score
 from models.derived import with_derived
 from models.spec import PHANTOM, STOCKOUT
 from training.fit import labelled
+from training.headroom import write_result
 from training.worlds import HOLDOUT_WORLDS
 from training.xloc_experiment import (
     ROUNDS,
@@ -164,9 +165,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "auc_by_feature": dict(sorted(table.items(), key=lambda kv: -kv[1])),
         }
         print(json.dumps(result["residual_auc"][spec.name], indent=1), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
     return result
 
 

@@ -21,7 +21,6 @@ Labelled snapshot frames are cached as parquet under ``--cache`` (default ``data
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ from models.derived import with_derived
 from models.spec import PHANTOM, STOCKOUT, ModelSpec
 from training.dataset import build_world_dataset
 from training.fit import LGB_PARAMS, labelled
+from training.headroom import sku_folds, write_result
 from training.metrics import evaluate
 from training.worlds import HOLDOUT_WORLDS, TRAIN_WORLDS, WorldConfig, simulate_world
 
@@ -157,11 +157,14 @@ def xloc_columns(frame: pd.DataFrame, *, by_location: bool = False) -> pd.DataFr
 
 
 def folds_of(frame: pd.DataFrame, salt: int) -> np.ndarray:
-    group = frame["world"].astype(str) + "|" + frame["sku"].astype(str) + f"|{salt}"
-    if salt == 0:  # exactly training.headroom.sku_folds
-        group = frame["world"].astype(str) + "|" + frame["sku"].astype(str)
-    codes = pd.util.hash_pandas_object(group, index=False).to_numpy()
-    return (codes % np.uint64(FOLDS)).astype(int)
+    """Sku-grouped folds; salt 0 is exactly the headroom check's."""
+    return sku_folds(frame, FOLDS, salt)
+
+
+def top_gain(names: Sequence[str], gain: np.ndarray, top: int = 25) -> dict[str, float]:
+    """The ``top`` inputs by share of total gain."""
+    shares = (gain / gain.sum()).round(4).tolist()
+    return dict(sorted(zip(names, shares, strict=True), key=lambda kv: -kv[1])[:top])
 
 
 def _fit(x: np.ndarray, y: np.ndarray, rounds: int, names: list[str]) -> lgb.Booster:
@@ -220,11 +223,7 @@ def run(args: argparse.Namespace) -> dict:
                 m = _m(ev, y, s)
                 result["in_world"].setdefault(f"{spec.name} / {name}", []).append(m)
                 if salt == 0:
-                    result["importance"][f"{spec.name} / {name}"] = dict(
-                        sorted(
-                            zip(names, gain.round(4).tolist(), strict=True), key=lambda kv: -kv[1]
-                        )[:25]
-                    )
+                    result["importance"][f"{spec.name} / {name}"] = top_gain(names, gain)
                 print(
                     f"{spec.name:18s} {name:13s} fold-salt {salt}: "
                     + " ".join(f"{k}={v:.3f}" for k, v in m.items())
@@ -248,12 +247,7 @@ def run(args: argparse.Namespace) -> dict:
                 m = _m(ho.reset_index(drop=True), y_ho, s)
                 result["cross"][f"{spec.name} / {name}"] = m
                 gain = booster.feature_importance("gain")
-                result["importance"][f"cross {spec.name} / {name}"] = dict(
-                    sorted(
-                        zip(names, (gain / gain.sum()).round(4).tolist(), strict=True),
-                        key=lambda kv: -kv[1],
-                    )[:25]
-                )
+                result["importance"][f"cross {spec.name} / {name}"] = top_gain(names, gain)
                 print(
                     f"CROSS {spec.name:18s} {name:13s}: "
                     + " ".join(f"{k}={v:.3f}" for k, v in m.items())
@@ -273,9 +267,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--cross", action="store_true")
     args = parser.parse_args(argv)
     result = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
     return result
 
 

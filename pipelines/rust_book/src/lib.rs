@@ -89,7 +89,6 @@ const ROW: [&str; 29] = [
 type Plan = Vec<(usize, i64)>;
 
 pub(crate) struct Config {
-    etypes: Vec<usize>, // object address of each EventType member, by ETYPES index
     plans: Vec<Plan>,
     move_plans: HashMap<String, Plan>,
     pending_return: Plan,
@@ -119,7 +118,8 @@ pub(crate) struct Config {
     row: Vec<Py<PyString>>,
     state_key: Py<PyAny>,
     escape_prefix: String,
-    // the parser's: EventType members by ETYPES index and by value, Source members by value
+    // EventType members by ETYPES index (events are matched by identity) and by value (the
+    // parser), Source members by value
     pub(crate) etype_members: Vec<Py<PyAny>>,
     pub(crate) etype_by_value: HashMap<String, usize>,
     pub(crate) sources: HashMap<String, Py<PyAny>>,
@@ -171,14 +171,12 @@ fn configure(py: Python<'_>, c: &Bound<'_, PyDict>) -> PyResult<()> {
         return Ok(());
     }
     let members: Vec<Bound<PyAny>> = get(c, "event_types")?.try_iter()?.collect::<PyResult<_>>()?;
-    let mut etypes = vec![0usize; ETYPES.len()];
     let mut etype_members: Vec<Py<PyAny>> = (0..ETYPES.len()).map(|_| py.None()).collect();
     let mut etype_by_value = HashMap::new();
     let mut seen = 0;
     for m in &members {
         let value: String = m.getattr("value")?.extract()?;
         let i = etype_index(&value)?;
-        etypes[i] = m.as_ptr() as usize;
         etype_members[i] = m.clone().unbind();
         etype_by_value.insert(value, i);
         seen += 1;
@@ -234,7 +232,6 @@ fn configure(py: Python<'_>, c: &Bound<'_, PyDict>) -> PyResult<()> {
     }
     let f = |name: &str| -> PyResult<f64> { get(c, name)?.extract() };
     let cfg = Config {
-        etypes,
         plans,
         move_plans,
         pending_return: plan_of(&get(c, "pending_return")?)?,
@@ -421,11 +418,10 @@ impl<'a, 'py> Ev<'a, 'py> {
             obj.getattr(name)
         };
         let etype_obj = get(1, intern!(py, "event_type"))?;
-        let addr = etype_obj.as_ptr() as usize;
         let etype = cfg
-            .etypes
+            .etype_members
             .iter()
-            .position(|a| *a == addr)
+            .position(|m| m.as_ptr() == etype_obj.as_ptr())
             .ok_or_else(|| PyValueError::new_err(format!("not an EventType: {etype_obj}")))?;
         let price = get(8, intern!(py, "unit_price"))?;
         Ok(Ev {
@@ -1344,16 +1340,8 @@ impl NativeBook {
         let ev = Ev::read(py, cfg, obj)?;
         self.state_key(py, cfg, ev.sku.to_str()?, ev.location.to_str()?)?;
         let i = self.state_at(py, &ev.sku, &ev.location);
-        let mut needle = std::mem::take(&mut self.needle);
         let state = &mut self.states[i];
-        let outcome = state.pos.apply(cfg, &ev, &mut needle);
-        let outcome = match outcome {
-            Ok(o) => o,
-            Err(e) => {
-                self.needle = needle;
-                return Err(e);
-            }
-        };
+        let outcome = state.pos.apply(cfg, &ev, &mut self.needle)?;
         if outcome != Outcome::Duplicate {
             state.act.observe(cfg, &ev)?;
         } else {
@@ -1371,7 +1359,7 @@ impl NativeBook {
                 self.state_key(py, cfg, ev.sku.to_str()?, location.to_str()?)?;
                 let j = self.state_at(py, &ev.sku, location);
                 let target = &mut self.states[j];
-                let o = target.pos.apply_settlement(cfg, &s.id, s.quantity, s.ts, &mut needle);
+                let o = target.pos.apply_settlement(cfg, &s.id, s.quantity, s.ts, &mut self.needle);
                 if o == Outcome::Duplicate {
                     target.duplicates += 1;
                 } else if let Some(changed) = changed {
@@ -1382,7 +1370,6 @@ impl NativeBook {
                 }
             }
         }
-        self.needle = needle;
         Ok(outcome)
     }
 
@@ -1484,11 +1471,6 @@ impl NativeBook {
     /// ``KeyState.snapshot(as_of)`` of ``key``.
     fn snapshot<'py>(&self, py: Python<'py>, key: &str, as_of: f64) -> PyResult<Bound<'py, PyDict>> {
         self.get(key)?.snapshot(py, config(py)?, as_of)
-    }
-
-    /// ``KeyState.__getstate__()`` of ``key``.
-    fn key_state<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyTuple>> {
-        self.get(key)?.to_py(py)
     }
 
     /// Every key's ``KeyState.__getstate__()``, in creation order.
