@@ -112,26 +112,30 @@ def configuration() -> dict[str, Any]:
     }
 
 
-_loaded: Any = None
+_loaded: Any = None  # the configured extension module, False if not to be used
 
 
-def native_class() -> Any:
-    """The configured ``NativeBook`` class, or None (not built, stale, or disabled)."""
+def _module() -> Any:
     global _loaded
     if _loaded is None:
         if disabled() or not built():
             _loaded = False
         else:
-            module = importlib.import_module(MODULE)
-            module.configure(configuration())
-            _loaded = module.NativeBook
+            _loaded = importlib.import_module(MODULE)
+            _loaded.configure(configuration())
     return _loaded or None
+
+
+def native_class() -> Any:
+    """The configured ``NativeBook`` class, or None (not built, stale, or disabled)."""
+    module = _module()
+    return None if module is None else module.NativeBook
 
 
 def parse_batch_function() -> Any:
     """The Rust ``parse_batch(items, slow)`` (see ``pipelines.dataflow.parse_batch``), or None."""
-    native = native_class()
-    return None if native is None else importlib.import_module(MODULE).parse_batch
+    module = _module()
+    return None if module is None else module.parse_batch
 
 
 def book_class() -> Any:
