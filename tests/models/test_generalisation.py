@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from models.baselines import days_of_cover_stockout, zero_sales_run_score
 from models.scorer import load_packaged
+from pipelines.events import InventoryEvent, parse_event
 from training.dataset import build_world_dataset
 from training.worlds import WorldConfig, simulate_world
 
@@ -106,3 +108,68 @@ def test_models_do_not_need_opening_balances_to_come_as_counts(event_type, model
     assert ap_other >= 1.5 * ap_rule, scores
     assert ap_other >= ap_counted - 0.05, scores  # measured: within 0.02 on worlds tried
     assert auc_other >= auc_counted - 0.03, scores
+
+
+def _clock_shifted(world_dir: Path, out: Path, hours: float) -> Path:
+    """The same world on another clock: every event ``hours`` later (``occurred_at`` and
+    ``published_at``), as for a chain whose business day is not UTC's (−7: stores on UTC+7
+    trade 01:00–13:30 UTC instead of 08:00–20:30; +9: on UTC−9, across UTC midnight).
+    Lines the contract rejects stay as they were (shifting one could mend it)."""
+    out.mkdir()
+    for name in ("truth.parquet", "manifest.json"):
+        shutil.copy(world_dir / name, out / name)
+    shift = timedelta(hours=hours)
+    with (world_dir / "events.jsonl").open() as src, (out / "events.jsonl").open("w") as dst:
+        for line in src:
+            if isinstance(parse_event(line), InventoryEvent):  # a reject stays one, unchanged
+                event = json.loads(line)
+                for field in ("occurred_at", "published_at"):
+                    if field in event:
+                        when = datetime.fromisoformat(event[field]) + shift
+                        event[field] = when.isoformat().replace("+00:00", "Z")
+                line = json.dumps(event) + "\n"
+            dst.write(line)
+    return out
+
+
+@pytest.fixture(scope="module")
+def utc_world(tmp_path_factory) -> Path:
+    world = WorldConfig("unseen-zone", 7108, 4, 60, 35, None, {"shrink_base": 0.02})
+    return simulate_world(world, tmp_path_factory.mktemp("zone"))
+
+
+@pytest.mark.parametrize("hours", [-7.0, 9.0])
+def test_models_do_not_depend_on_the_business_day_being_utcs(hours, utc_world, models, tmp_path):
+    """Features count windows in UTC-day buckets; a chain trading across UTC midnight splits its
+    business day over two buckets. Snapshots at its own close must rank as well as on UTC."""
+    shifted = _clock_shifted(utc_world, tmp_path / "shifted", hours)
+    base = build_world_dataset(utc_world)
+    other = build_world_dataset(shifted, close_s=hours * 3600)
+    key = ["sku", "location", "day"]
+    base = base.sort_values(key, ignore_index=True)
+    other = other.sort_values(key, ignore_index=True)
+    assert len(base) == len(other) and base[key].equals(other[key])
+    # the same events are in each snapshot: the same ledger, labels and ages ...
+    same = ["on_hand", "reserved", "phantom", "hours_since_last_sale", "hours_since_last_count"]
+    for column in same:
+        np.testing.assert_allclose(other[column], base[column], atol=1e-6, err_msg=column)
+    # ... but the UTC-day windows really cut the business days elsewhere
+    assert not np.allclose(other["sales_1d"], base["sales_1d"])
+    phantom, stockout = models
+    measured = {}
+    for name, data in (("utc", base), ("shifted", other)):
+        y = data["phantom"].to_numpy().astype(int)
+        labelled = data[data["stockout_72h"].notna()]
+        measured[name] = (
+            average_precision_score(y, phantom.predict(data)),
+            roc_auc_score(
+                labelled["stockout_72h"].to_numpy().astype(int), stockout.predict(labelled)
+            ),
+        )
+    (ap_utc, auc_utc), (ap_shifted, auc_shifted) = measured["utc"], measured["shifted"]
+    # measured on the held-out worlds shifted −7 h / +9 h: AP and AUC within 0.001
+    assert abs(ap_shifted - ap_utc) <= 0.02, measured
+    assert abs(auc_shifted - auc_utc) <= 0.01, measured
+    assert ap_shifted >= 1.5 * average_precision_score(
+        other["phantom"].to_numpy().astype(int), zero_sales_run_score(other)
+    ), measured

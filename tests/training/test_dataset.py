@@ -39,6 +39,36 @@ def test_snapshot_uses_only_events_that_arrived_by_its_time():
     assert (snaps["as_of"] == snaps["as_of"].dt.normalize()).all()  # snapshots at midnight
 
 
+def test_a_chain_on_another_clock_is_snapshot_at_its_own_close():
+    """A chain on UTC−7 trades 15:00–03:30 UTC: its business day of 1 March closes at
+    07:00 UTC on 2 March, and that snapshot must hold the whole day and nothing after."""
+    lines = [
+        line("c", "cycle_count", 10, "2026-03-01T07:00:00Z", "2026-03-01T07:00:01Z"),
+        line("s1", "sale", 1, "2026-03-01T16:00:00Z", "2026-03-01T16:05:00Z"),
+        line("s2", "sale", 2, "2026-03-02T02:00:00Z", "2026-03-02T02:05:00Z"),  # still 1 March
+        line("s3", "sale", 3, "2026-03-02T16:00:00Z", "2026-03-02T16:05:00Z"),
+    ]
+    snaps = snapshot_features(lines, warmup_days=0, close_s=7 * 3600)
+    assert (snaps["as_of"].dt.hour == 7).all()
+    closes = snaps.set_index(snaps["as_of"].dt.strftime("%Y-%m-%d"))
+    assert closes.loc["2026-03-02", "on_hand"] == 7  # both sales of the business day, not s3
+    assert closes.loc["2026-03-03", "on_hand"] == 4
+    truth = pd.DataFrame(
+        {
+            "day": pd.to_datetime(["2026-03-01", "2026-03-02"]),
+            "sku": ["A", "A"],
+            "location": ["S1", "S1"],
+            "phantom": [False, True],
+            "true_on_hand": [7, 0],
+        }
+    )
+    labelled = attach_labels(snaps, truth, close_s=7 * 3600).set_index("day")
+    assert labelled.loc[datetime(2026, 3, 1, tzinfo=UTC).date(), "true_on_hand"] == 7
+    assert labelled.loc[datetime(2026, 3, 2, tzinfo=UTC).date(), "phantom"] == 1
+    with pytest.raises(ValueError, match="close_s"):
+        snapshot_features(lines, close_s=86_400)
+
+
 def test_labels_join_the_day_closed_by_the_snapshot_and_look_ahead_72h():
     snaps = pd.DataFrame(
         {
