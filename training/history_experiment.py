@@ -350,18 +350,28 @@ def timing_features(h: History, as_of: float) -> dict[str, float]:
     }
 
 
+def _groups(h: History, as_of: float, on_hand: float) -> dict[str, dict[str, float]]:
+    return {
+        "daily": daily_features(h, as_of),
+        "recency": recency_features(h, as_of),
+        "ledger": ledger_features(h, as_of, on_hand),
+        "gaps": gap_features(h, as_of),
+        "reservations": reservation_features(h, as_of),
+        "timing": timing_features(h, as_of),
+    }
+
+
 def history_features(log: KeyLog, as_of: float, on_hand: float) -> dict[str, float]:
     """Every history feature of one key at ``as_of`` (POSIX s; see the module docstring).
     ``on_hand``: the key's recorded on-hand at ``as_of`` (same arrivals)."""
-    h = log.visible(as_of)
-    return {
-        **daily_features(h, as_of),
-        **recency_features(h, as_of),
-        **ledger_features(h, as_of, on_hand),
-        **gap_features(h, as_of),
-        **reservation_features(h, as_of),
-        **timing_features(h, as_of),
-    }
+    groups = _groups(log.visible(as_of), as_of, on_hand).values()
+    return {name: value for group in groups for name, value in group.items()}
+
+
+def feature_groups() -> dict[str, list[str]]:
+    """The history columns by group (daily, recency, ledger, gaps, reservations, timing)."""
+    empty = KeyLog("", "").visible(0.0)
+    return {name: list(group) for name, group in _groups(empty, 0.0, 0.0).items()}
 
 
 # --------------------------------------------------------------------------- one pass
@@ -493,6 +503,18 @@ def _report(label: str, m: dict[str, float], started: float) -> None:
     print(f"{label}: {text} ({time.time() - started:.0f}s)", flush=True)
 
 
+def gain_report(names: Sequence[str], gain: np.ndarray, extra: Sequence[str]) -> dict:
+    """Shares of total gain: the top 25 inputs; the ``extra`` columns' sum and top 15."""
+    share = gain / gain.sum()
+    report: dict = {"top": top_gain(names, gain)}
+    own = [(n, float(v)) for n, v in zip(names, share, strict=True) if n in set(extra)]
+    if own:
+        report["extra_total"] = round(sum(v for _, v in own), 4)
+        ranked = sorted(own, key=lambda kv: -kv[1])[:15]
+        report["extra_top"] = {n: round(v, 4) for n, v in ranked}
+    return report
+
+
 def in_world(
     holdout: pd.DataFrame, variants: dict[str, list[str]], repeats: int, rounds: int
 ) -> dict:
@@ -510,7 +532,7 @@ def in_world(
                 m = _m(ev, y, score)
                 result["in_world"].setdefault(f"{spec.name} / {name}", []).append(m)
                 if salt == 0:
-                    result["importance"][f"{spec.name} / {name}"] = top_gain(names, gain, 40)
+                    result["importance"][f"{spec.name} / {name}"] = gain_report(names, gain, extra)
                 _report(f"{spec.name:18s} {name:13s} fold-salt {salt}", m, t)
     return result
 
@@ -531,7 +553,7 @@ def cross(
             m = _m(ho.reset_index(drop=True), y_ho, booster.predict(matrix(ho, spec, extra)))
             result["cross"][f"{spec.name} / {name}"] = m
             gain = booster.feature_importance("gain")
-            result["importance"][f"cross {spec.name} / {name}"] = top_gain(names, gain, 40)
+            result["importance"][f"cross {spec.name} / {name}"] = gain_report(names, gain, extra)
             _report(f"CROSS {spec.name:18s} {name:13s}", m, t)
     return result
 
@@ -552,6 +574,8 @@ def run(args: argparse.Namespace) -> dict:
     print(f"holdout rows {len(holdout)}, {len(columns)} history columns "
           f"({time.time() - t0:.0f}s)", flush=True)  # fmt: skip
     variants = {"base": [], "base+history": columns}
+    if args.ablation:  # each group alone on top of the base matrix
+        variants = {f"base+{g}": cols for g, cols in feature_groups().items()}
     result = in_world(holdout, variants, args.repeats, args.rounds)
     result["in_world_summary"] = summarise(result["in_world"])
     result["history_columns"] = columns
@@ -574,6 +598,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cross", action="store_true")
+    parser.add_argument(
+        "--ablation", action="store_true", help="in-world only: base + each group alone"
+    )
     args = parser.parse_args(argv)
     result = run(args)
     write_result(args.out, result)

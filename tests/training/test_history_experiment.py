@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from training.history_experiment import MidnightClock, history_frame
+from training.history_experiment import MidnightClock, feature_groups, history_frame
 
 DAY0 = datetime(2026, 3, 2, tzinfo=UTC)  # a midnight
 _ids = iter(range(10**6))
@@ -134,3 +134,11 @@ def test_the_clock_snapshots_at_each_midnight_an_arrival_passes():
     assert clock.passed(10.0, 10.0) == []
     assert clock.passed(day, day) == []  # arrived exactly at the midnight: in its snapshot
     assert clock.passed(2 * day + 1, day) == [day, 2 * day]
+
+
+def test_the_groups_partition_the_history_columns():
+    frame = history_frame(BASE)
+    groups = feature_groups()
+    names = [c for cols in groups.values() for c in cols]
+    assert len(names) == len(set(names))
+    assert names == [c for c in frame.columns if c not in ("as_of", "sku", "location")]
