@@ -76,7 +76,15 @@ from training.dataset import MAX_IDLE_SNAPSHOT_DAYS
 from training.fit import labelled
 from training.headroom import write_result
 from training.worlds import HOLDOUT_WORLDS, TRAIN_WORLDS, WorldConfig, simulate_world
-from training.xloc_experiment import ROUNDS, _fit, _m, folds_of, load_cached, oof, top_gain
+from training.xloc_experiment import (
+    _fit,
+    _m,
+    experiment_parser,
+    folds_of,
+    load_cached,
+    oof,
+    top_gain,
+)
 
 HOUR_S = 3600.0
 DAILY_DAYS = 14  # daily sales vectors: days 0..13 before as_of
@@ -615,15 +623,11 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--worlds-root", type=Path, default=Path("data/worlds"))
-    parser.add_argument("--cache", type=Path, default=Path("data/history_cache"))
-    parser.add_argument(
-        "--out", type=Path, default=Path("training/history_results/history_experiment.json")
+    parser = experiment_parser(
+        __doc__.splitlines()[0],
+        Path("data/history_cache"),
+        Path("training/history_results/history_experiment.json"),
     )
-    parser.add_argument("--rounds", type=int, default=ROUNDS)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--cross", action="store_true")
     parser.add_argument("--only", help="comma-separated history columns to add (not all)")
     parser.add_argument(
         "--ablation", action="store_true", help="in-world only: base + each group alone"

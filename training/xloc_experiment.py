@@ -257,14 +257,22 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def experiment_parser(description: str, cache: Path, out: Path) -> argparse.ArgumentParser:
+    """The options every in-world / cross experiment takes (this one's and its siblings')."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--worlds-root", type=Path, default=Path("data/worlds"))
-    parser.add_argument("--cache", type=Path, default=Path("data/xloc_cache"))
-    parser.add_argument("--out", type=Path, default=Path("data/xloc_experiment.json"))
+    parser.add_argument("--cache", type=Path, default=cache)
+    parser.add_argument("--out", type=Path, default=out)
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cross", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = experiment_parser(
+        __doc__.splitlines()[0], Path("data/xloc_cache"), Path("data/xloc_experiment.json")
+    )
     args = parser.parse_args(argv)
     result = run(args)
     write_result(args.out, result)
