@@ -58,6 +58,11 @@ TEMPLATES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     ),
     "hours_since_last_count": lambda r: f"not counted for {_days(r['hours_since_last_count'])}",
     "hours_since_last_receipt": lambda r: f"no receipt for {_days(r['hours_since_last_receipt'])}",
+    "sell_through_since_receipt": lambda r: (
+        f"{r['sell_through_since_receipt']:.0%} of the last delivery has sold"
+        if r["sell_through_since_receipt"] == r["sell_through_since_receipt"]  # not NaN
+        else "nothing received yet"
+    ),
     "on_hand": lambda r: f"the record shows {r['on_hand']:.0f} on hand",
     "atp": lambda r: f"{r['atp']:.0f} units available to promise",
     "reserved": lambda r: f"{r['reserved']:.0f} units reserved for open orders",

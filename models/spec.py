@@ -23,6 +23,7 @@ MODEL_FEATURES: tuple[str, ...] = (
     "ewma_daily_sales",
     "hours_since_last_sale",
     "hours_since_last_receipt",
+    "sell_through_since_receipt",
     "hours_since_last_count",
     "expected_sales_since_last_sale",
     "zero_sales_probability",

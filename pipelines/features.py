@@ -129,6 +129,11 @@ FEATURES: tuple[Feature, ...] = (
     Feature("days_of_cover", "float", "max(on_hand,0) / ewma_daily_sales, capped at 365"),
     Feature("ledger_anomalies", "int", "moves that drove a bucket negative (record errors)"),
     Feature("unit_price", "float", "latest unit_price seen for the key (NaN if never)"),
+    Feature(
+        "sell_through_since_receipt",
+        "float",
+        "units sold after the latest receipt/transfer_in ÷ its units (NaN if none)",
+    ),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 
@@ -145,6 +150,8 @@ ACTIVITY_FIELDS: tuple[str, ...] = (
     "last_sale_ts",
     "last_receipt_ts",
     "last_count_ts",
+    "last_receipt_qty",
+    "sold_since_receipt",
     "unit_price",
     "pick_short_ts",
 )
@@ -170,6 +177,10 @@ class Activity:
         self.last_sale_ts = NEG_INF
         self.last_receipt_ts = NEG_INF
         self.last_count_ts = NEG_INF
+        # units of the latest receipt/transfer_in (by event time; receipts at the same instant
+        # add up) and units sold (sale, fulfillment) that occurred after it and arrived since
+        self.last_receipt_qty = 0
+        self.sold_since_receipt = 0
         self.unit_price = NAN
         # event times of pick_shorts not yet superseded by a cycle count (evidence still open)
         self.pick_short_ts: tuple[float, ...] = ()
@@ -203,10 +214,16 @@ class Activity:
         if etype in _SALE_TYPES and q > 0:
             if ts > self.last_sale_ts:
                 self.last_sale_ts = ts
+            if ts > self.last_receipt_ts:
+                self.sold_since_receipt += q
             self._add_rate(ts, q)
         elif etype in _RECEIPT_TYPES and q > 0:
             if ts > self.last_receipt_ts:
                 self.last_receipt_ts = ts
+                self.last_receipt_qty = q
+                self.sold_since_receipt = 0
+            elif ts == self.last_receipt_ts:
+                self.last_receipt_qty += q
         elif etype is EventType.CYCLE_COUNT:
             if ts > self.last_count_ts:
                 self.last_count_ts = ts
@@ -418,6 +435,9 @@ class KeyState:
             else (MAX_DAYS_OF_COVER if on_hand > 0 else 0.0),
             "ledger_anomalies": pos.anomalies,
             "unit_price": act.unit_price,
+            "sell_through_since_receipt": act.sold_since_receipt / act.last_receipt_qty
+            if act.last_receipt_qty > 0
+            else NAN,
         }
 
 
@@ -464,7 +484,7 @@ def feature_columns(states: Iterable[KeyState], as_of: float) -> FeatureColumns 
 
 
 #: Tags the recovery snapshot of a :class:`Book` (see :meth:`Book.__getstate__`).
-BOOK_STATE_VERSION = "book-v1"
+BOOK_STATE_VERSION = "book-v2"
 #: A transfer reference is forgotten once its sku's transfers have moved this far (event time)
 #: past the reference's last event: a side arriving later settles nothing. Bounds the matchers
 #: a long-running stream keeps; long enough for slow shipments (sea freight ~30–45 days).

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from sklearn.impute import SimpleImputer
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -112,6 +113,9 @@ def fit_models(
     )
 
     logistic = make_pipeline(
+        # LightGBM routes a missing value (no delivery yet: sell-through) down its own branch;
+        # the linear baseline reads it as 0 beside an indicator column
+        SimpleImputer(strategy="constant", fill_value=0.0, add_indicator=True),
         FunctionTransformer(_signed_log),
         StandardScaler(),
         LogisticRegression(max_iter=2000, class_weight="balanced"),

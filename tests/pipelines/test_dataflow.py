@@ -253,7 +253,7 @@ def test_book_snapshots_round_trip_through_pickle(world):
         k: m.__getstate__() for k, m in reference.matchers.items()
     }
     assert len(restored.matchers) > 0
-    with pytest.raises(ValueError, match="book-v1"):
+    with pytest.raises(ValueError, match="book-v2"):
         Book.from_state((KeyState("A", "S1").__getstate__(), ()))
 
 

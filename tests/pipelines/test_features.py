@@ -12,6 +12,7 @@ from pipelines.ledger import DAY_S
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 HOUR = 3600.0
+SELL_THROUGH = "sell_through_since_receipt"
 
 
 def ev(eid, etype, q, hours, reason=None):
@@ -173,3 +174,28 @@ def test_a_day_counter_widens_past_int32_in_one_step():
     assert row["adjustments_28d"] == 4_000_000_000  # |adjusted| units, beyond int32
     assert row["on_hand"] == 2_000_000_000
     assert state.activity.counts is not None and state.activity.counts.typecode == "q"
+
+
+def test_sell_through_counts_sales_after_the_latest_receipt_only():
+    as_of = (T0 + timedelta(hours=40)).timestamp()
+    assert math.isnan(state_with([ev("s0", "sale", 2, 1)]).snapshot(as_of)[SELL_THROUGH])
+    events = [
+        ev("s0", "sale", 2, 1),  # before the delivery: not its sell-through
+        ev("r1", "transfer_in", 10, 5),
+        ev("s1", "sale", 3, 8),
+        ev("f1", "fulfillment", 1, 9),
+        ev("r0", "receipt", 6, 4),  # an older delivery arriving late changes nothing
+        ev("z", "sale", 0, 10),
+    ]
+    assert state_with(events).snapshot(as_of)[SELL_THROUGH] == pytest.approx(0.4)
+    # a newer delivery starts again, and one at the same instant adds to it
+    later = [
+        *events,
+        ev("r2", "receipt", 4, 20),
+        ev("r3", "receipt", 4, 20),
+        ev("s2", "sale", 2, 21),
+    ]
+    assert state_with(later).snapshot(as_of)[SELL_THROUGH] == pytest.approx(0.25)
+    # a sale that occurred after the newest delivery but arrived before it is not counted
+    early = [ev("s3", "sale", 5, 30), ev("r4", "receipt", 5, 25)]
+    assert state_with(early).snapshot(as_of)[SELL_THROUGH] == 0.0

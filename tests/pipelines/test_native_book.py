@@ -132,10 +132,10 @@ def test_snapshots_resume_in_either_implementation(worlds):
 
 @needs_native
 def test_refuses_a_snapshot_of_another_layout():
-    with pytest.raises(ValueError, match="not a book-v1 snapshot"):
+    with pytest.raises(ValueError, match="not a book-v2 snapshot"):
         NATIVE.from_state(("book-v0", (), (), ()))
     with pytest.raises(ValueError, match="18 fields"):
-        NATIVE.from_state(("book-v1", (("A|B", ("A", "B", 0, (1, 2), ())),), (), ()))
+        NATIVE.from_state(("book-v2", (("A|B", ("A", "B", 0, (1, 2), ())),), (), ()))
 
 
 # ------------------------------------------------------------------------- random streams

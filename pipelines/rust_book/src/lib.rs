@@ -54,7 +54,7 @@ const CYCLE_COUNT: usize = 6;
 const FULFILLMENT: usize = 9;
 const PICK_SHORT: usize = 10;
 /// The snapshot row's columns, in `KeyState.snapshot` order; `configure` checks Python agrees.
-const ROW: [&str; 29] = [
+const ROW: [&str; 30] = [
     "sku",
     "location",
     "on_hand",
@@ -84,6 +84,7 @@ const ROW: [&str; 29] = [
     "days_of_cover",
     "ledger_anomalies",
     "unit_price",
+    "sell_through_since_receipt",
 ];
 
 type Plan = Vec<(usize, i64)>;
@@ -833,6 +834,8 @@ struct Activity {
     last_sale_ts: f64,
     last_receipt_ts: f64,
     last_count_ts: f64,
+    last_receipt_qty: i64,
+    sold_since_receipt: i64,
     unit_price: f64,
     pick_short_ts: Vec<f64>,
 }
@@ -849,6 +852,8 @@ impl Activity {
             last_sale_ts: f64::NEG_INFINITY,
             last_receipt_ts: f64::NEG_INFINITY,
             last_count_ts: f64::NEG_INFINITY,
+            last_receipt_qty: 0,
+            sold_since_receipt: 0,
             unit_price: f64::NAN,
             pick_short_ts: Vec::new(),
         }
@@ -876,10 +881,17 @@ impl Activity {
             if ts > self.last_sale_ts {
                 self.last_sale_ts = ts;
             }
+            if ts > self.last_receipt_ts {
+                self.sold_since_receipt = self.sold_since_receipt.saturating_add(q);
+            }
             self.add_rate(cfg, ts, q);
         } else if cfg.receipt_types.contains(&etype) && q > 0 {
             if ts > self.last_receipt_ts {
                 self.last_receipt_ts = ts;
+                self.last_receipt_qty = q;
+                self.sold_since_receipt = 0;
+            } else if ts == self.last_receipt_ts {
+                self.last_receipt_qty = self.last_receipt_qty.saturating_add(q);
             }
         } else if etype == CYCLE_COUNT {
             if ts > self.last_count_ts {
@@ -1007,6 +1019,8 @@ impl Activity {
             self.last_sale_ts.into_bound_py_any(py)?,
             self.last_receipt_ts.into_bound_py_any(py)?,
             self.last_count_ts.into_bound_py_any(py)?,
+            self.last_receipt_qty.into_bound_py_any(py)?,
+            self.sold_since_receipt.into_bound_py_any(py)?,
             self.unit_price.into_bound_py_any(py)?,
             PyTuple::new(py, &self.pick_short_ts)?.into_any(),
         ];
@@ -1014,8 +1028,8 @@ impl Activity {
     }
 
     fn from_py(state: &Bound<'_, PyTuple>) -> PyResult<Self> {
-        if state.len() != 11 {
-            return Err(PyValueError::new_err("not an Activity state (11 fields)"));
+        if state.len() != 13 {
+            return Err(PyValueError::new_err("not an Activity state (13 fields)"));
         }
         let f = |n: usize| -> PyResult<f64> { state.get_item(n)?.extract() };
         let counts = state.get_item(1)?;
@@ -1029,8 +1043,10 @@ impl Activity {
             last_sale_ts: f(6)?,
             last_receipt_ts: f(7)?,
             last_count_ts: f(8)?,
-            unit_price: f(9)?,
-            pick_short_ts: state.get_item(10)?.extract()?,
+            last_receipt_qty: state.get_item(9)?.extract()?,
+            sold_since_receipt: state.get_item(10)?.extract()?,
+            unit_price: f(11)?,
+            pick_short_ts: state.get_item(12)?.extract()?,
         })
     }
 }
@@ -1094,7 +1110,12 @@ impl KeyState {
         } else {
             0.0
         };
-        let values: [Bound<PyAny>; 29] = [
+        let sell_through = if act.last_receipt_qty > 0 {
+            act.sold_since_receipt as f64 / act.last_receipt_qty as f64
+        } else {
+            f64::NAN
+        };
+        let values: [Bound<PyAny>; 30] = [
             self.sku.bind(py).clone().into_any(),
             self.location.bind(py).clone().into_any(),
             on_hand.into_bound_py_any(py)?,
@@ -1124,6 +1145,7 @@ impl KeyState {
             cover.into_bound_py_any(py)?,
             pos.anomalies.into_bound_py_any(py)?,
             act.unit_price.into_bound_py_any(py)?,
+            sell_through.into_bound_py_any(py)?,
         ];
         let row = PyDict::new(py);
         for (name, value) in cfg.row.iter().zip(values) {
