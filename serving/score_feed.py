@@ -37,14 +37,24 @@ class FeedResult:
     recommendations: int = 0
 
 
+def _missing(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+
+
+def _is_feature(key: Any) -> bool:
+    return str(key).startswith(FEATURE_COLUMN_PREFIX)
+
+
 def parse_score(obj: Any) -> ScoreIn | str:
     """A validated score, or the reason it is refused (field: message; ...)."""
     if isinstance(obj, dict):
-        obj = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in obj.items()}
-        obj = {k: v for k, v in obj.items() if v not in (None, "")}
+        obj = {k: (None if _missing(v) else v) for k, v in obj.items()}
+        # an empty field is absent, but an empty feature is a missing value (e.g. no delivery's
+        # sell-through yet) that the snapshot must keep: it is still complete
+        obj = {k: v for k, v in obj.items() if v is not None or _is_feature(k)}
         flat = features_from_row(obj)
         if flat is not None and "features" not in obj:
-            obj = {k: v for k, v in obj.items() if not str(k).startswith(FEATURE_COLUMN_PREFIX)}
+            obj = {k: v for k, v in obj.items() if not _is_feature(k)}
             obj["features"] = flat
     try:
         return ScoreIn.model_validate(obj)

@@ -5,7 +5,6 @@ scores, the alert keeps it, a completed count copies it into the label, and the 
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -54,11 +53,9 @@ def test_count_outcomes_round_trip_into_training_rows(
 
     # the three keys alert (phantom 0.7: counts need approval) with their snapshot
     subset = tmp_path / "alerting.csv"
-    with subset.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(scores.columns))
-        writer.writeheader()
-        for row in chosen:
-            writer.writerow({**row, "phantom_score": 0.7, "stockout_score": 0.0})
+    # written as `score` writes (a missing value, e.g. no delivery's sell-through, left empty)
+    alerting = pd.DataFrame(chosen, columns=scores.columns)
+    alerting.assign(phantom_score=0.7, stockout_score=0.0).to_csv(subset, index=False)
     svc = make_service()
     fed = ingest_csv(svc.runtime.service, subset, actor="test")
     assert (fed.read, fed.dead_lettered, fed.alerts) == (3, 0, 3)
