@@ -83,6 +83,7 @@ from training.xloc_experiment import (
     folds_of,
     load_cached,
     oof,
+    report,
     top_gain,
 )
 
@@ -530,12 +531,7 @@ def matrix(rows: pd.DataFrame, spec: ModelSpec, extra: Sequence[str]) -> np.ndar
     return pd.concat([base, rows[list(extra)]], axis=1).to_numpy(np.float64)
 
 
-def _report(label: str, m: dict[str, float], started: float) -> None:
-    text = " ".join(f"{k}={v:.3f}" for k, v in m.items())
-    print(f"{label}: {text} ({time.time() - started:.0f}s)", flush=True)
-
-
-def gain_report(names: Sequence[str], gain: np.ndarray, extra: Sequence[str]) -> dict:
+def gainreport(names: Sequence[str], gain: np.ndarray, extra: Sequence[str]) -> dict:
     """Shares of total gain: the top 25 inputs; the ``extra`` columns' sum and top 15."""
     share = gain / gain.sum()
     report: dict = {"top": top_gain(names, gain)}
@@ -564,8 +560,8 @@ def in_world(
                 m = _m(ev, y, score)
                 result["in_world"].setdefault(f"{spec.name} / {name}", []).append(m)
                 if salt == 0:
-                    result["importance"][f"{spec.name} / {name}"] = gain_report(names, gain, extra)
-                _report(f"{spec.name:18s} {name:13s} fold-salt {salt}", m, t)
+                    result["importance"][f"{spec.name} / {name}"] = gainreport(names, gain, extra)
+                report(f"{spec.name:18s} {name:13s} fold-salt {salt}", m, t)
     return result
 
 
@@ -585,8 +581,8 @@ def cross(
             m = _m(ho.reset_index(drop=True), y_ho, booster.predict(matrix(ho, spec, extra)))
             result["cross"][f"{spec.name} / {name}"] = m
             gain = booster.feature_importance("gain")
-            result["importance"][f"cross {spec.name} / {name}"] = gain_report(names, gain, extra)
-            _report(f"CROSS {spec.name:18s} {name:13s}", m, t)
+            result["importance"][f"cross {spec.name} / {name}"] = gainreport(names, gain, extra)
+            report(f"CROSS {spec.name:18s} {name:13s}", m, t)
     return result
 
 

@@ -224,12 +224,7 @@ def run(args: argparse.Namespace) -> dict:
                 result["in_world"].setdefault(f"{spec.name} / {name}", []).append(m)
                 if salt == 0:
                     result["importance"][f"{spec.name} / {name}"] = top_gain(names, gain)
-                print(
-                    f"{spec.name:18s} {name:13s} fold-salt {salt}: "
-                    + " ".join(f"{k}={v:.3f}" for k, v in m.items())
-                    + f" ({time.time() - t:.0f}s)",
-                    flush=True,
-                )
+                report(f"{spec.name:18s} {name:13s} fold-salt {salt}", m, t)
     if args.cross:
         train = load_cached(TRAIN_WORLDS, args.worlds_root, args.cache)
         print(f"train rows {len(train)} ({time.time() - t0:.0f}s)", flush=True)
@@ -248,13 +243,14 @@ def run(args: argparse.Namespace) -> dict:
                 result["cross"][f"{spec.name} / {name}"] = m
                 gain = booster.feature_importance("gain")
                 result["importance"][f"cross {spec.name} / {name}"] = top_gain(names, gain)
-                print(
-                    f"CROSS {spec.name:18s} {name:13s}: "
-                    + " ".join(f"{k}={v:.3f}" for k, v in m.items())
-                    + f" ({time.time() - t:.0f}s)",
-                    flush=True,
-                )
+                report(f"CROSS {spec.name:18s} {name:13s}", m, t)
     return result
+
+
+def report(label: str, m: dict[str, float], started: float) -> None:
+    """One progress line: the metrics of a fit and its seconds since ``started``."""
+    text = " ".join(f"{k}={v:.3f}" for k, v in m.items())
+    print(f"{label}: {text} ({time.time() - started:.0f}s)", flush=True)
 
 
 def experiment_parser(description: str, cache: Path, out: Path) -> argparse.ArgumentParser:
