@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -37,10 +37,28 @@ def simulate(
         typer.Option(help="promo_burst | pos_outage | marketplace_latency | duplicate_storm"),
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
+    param: Annotated[
+        Optional[list[str]],  # noqa: UP045 - typer needs Optional here
+        typer.Option(
+            "--param",
+            help="NAME=VALUE: set a world parameter (a WorldParams field; repeatable), e.g. "
+            "--param shrink_base=0.02 --param opening_event=receipt",
+        ),
+    ] = None,
 ) -> None:
     """Simulate an omnichannel retailer: DIR/events.jsonl (arrival order) + ground truth."""
     from pipelines.simulator import SCENARIOS
     from pipelines.simulator import simulate as run_simulation
+    from pipelines.simulator.world import WorldParams, parse_override
+
+    overrides: dict[str, Any] = {}
+    for text in param or []:
+        try:
+            name, value = parse_override(text)
+            WorldParams().replace(**{name: value})  # validates the value too
+        except ValueError as err:
+            raise typer.BadParameter(str(err), param_hint="--param") from None
+        overrides[name] = value
 
     if scenario is not None and scenario not in SCENARIOS:
         raise typer.BadParameter(
@@ -48,7 +66,14 @@ def simulate(
             param_hint="--scenario",
         )
     summary = run_simulation(
-        out, seed=seed, stores=stores, skus=skus, days=days, scenario=scenario, progress=not quiet
+        out,
+        seed=seed,
+        stores=stores,
+        skus=skus,
+        days=days,
+        scenario=scenario,
+        progress=not quiet,
+        **overrides,
     )
     _print_summary("simulation", summary.to_dict())
 

@@ -2,7 +2,7 @@
 
 Training worlds vary the mechanisms' parameters (shrink, misplacement, counting, demand, delivery
 scenarios) so the models learn mechanisms rather than one world's constants: five hand-made worlds
-that each stress one mechanism, plus fifteen worlds drawn (seeded) from broad ranges of every rate
+that each stress one mechanism, plus thirty worlds drawn (seeded) from broad ranges of every rate
 and of the stream's length (:func:`sampled_worlds`). Held-out worlds use other seeds and
 *shifted* parameters — more shrink, another store count, a promotion storm, a POS outage — and
 are never seen in training.
@@ -10,6 +10,7 @@ are never seen in training.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,10 @@ SAMPLED_SCENARIOS: tuple[str | None, ...] = (
     "marketplace_latency",
     "duplicate_storm",
 )
+#: how the sampled worlds' go-live balances arrive, cycled (``WorldParams.opening_event``): an
+#: ERP may load them as counts, receipts or adjustments, and the features differ (a receipt is
+#: the "last delivery" until the first real one), so the models must have seen each
+SAMPLED_OPENINGS: tuple[str, ...] = ("cycle_count", "cycle_count", "receipt", "adjustment")
 SAMPLED_SEED = 20_260_301
 #: length range (days, inclusive) of the sampled worlds: a stream's age is a world constant too
 SAMPLED_DAYS = (35, 112)
@@ -89,7 +94,8 @@ def sampled_worlds(n: int, seed: int = SAMPLED_SEED) -> tuple[WorldConfig, ...]:
     (:data:`SAMPLED_DAYS`: features such as the time since the last count age with the stream, so
     one length would be one more world constant to overfit) and a world seed
     (offset from ``seed``, so never one of the held-out seeds below 1000); scenarios cycle through
-    :data:`SAMPLED_SCENARIOS`. Same ``(n, seed)``, same worlds.
+    :data:`SAMPLED_SCENARIOS` and go-live conventions through :data:`SAMPLED_OPENINGS`. Same
+    ``(n, seed)``, same worlds; the first ``n`` of a longer draw are the same worlds.
     """
     rng = np.random.default_rng(seed)
     worlds = []
@@ -103,6 +109,9 @@ def sampled_worlds(n: int, seed: int = SAMPLED_SEED) -> tuple[WorldConfig, ...]:
         skus = int(rng.integers(120, 201))
         days = int(rng.integers(SAMPLED_DAYS[0], SAMPLED_DAYS[1] + 1))
         scenario = SAMPLED_SCENARIOS[i % len(SAMPLED_SCENARIOS)]
+        opening = SAMPLED_OPENINGS[i % len(SAMPLED_OPENINGS)]
+        if opening != "cycle_count":  # the default stays implicit
+            overrides["opening_event"] = opening
         worlds.append(
             WorldConfig(f"train-sampled-{i:02d}", 2000 + i, stores, skus, days, scenario, overrides)
         )
@@ -110,7 +119,7 @@ def sampled_worlds(n: int, seed: int = SAMPLED_SEED) -> tuple[WorldConfig, ...]:
 
 
 #: hand-made worlds (one mechanism stressed each) plus seeded draws over broad ranges
-TRAIN_WORLDS: tuple[WorldConfig, ...] = HANDMADE_WORLDS + sampled_worlds(15)
+TRAIN_WORLDS: tuple[WorldConfig, ...] = HANDMADE_WORLDS + sampled_worlds(30)
 HOLDOUT_WORLDS: tuple[WorldConfig, ...] = (
     WorldConfig(
         "holdout-outage-shrink",
@@ -133,12 +142,32 @@ HOLDOUT_WORLDS: tuple[WorldConfig, ...] = (
 )
 
 
+def simulated_as(out: Path, config: WorldConfig) -> bool:
+    """Whether ``out`` holds a complete run of exactly ``config`` (its manifest names the same
+    seed, size, length, scenario and overrides): a cache by name alone would silently keep a
+    world whose definition has changed since."""
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    want = {
+        "seed": config.seed,
+        "stores": config.stores,
+        "skus": config.skus,
+        "days": config.days,
+        "scenario": config.scenario or "baseline",
+        "overrides": json.loads(json.dumps(config.overrides)),
+    }
+    return (out / "truth.parquet").exists() and all(manifest.get(k) == v for k, v in want.items())
+
+
 def simulate_world(config: WorldConfig, root: Path) -> Path:
-    """Simulate ``config`` under ``root/<name>`` unless it is already there; return the dir."""
+    """Simulate ``config`` under ``root/<name>`` unless that folder already holds it (see
+    :func:`simulated_as`; a different run there is replaced); return the dir."""
     from pipelines.simulator import simulate
 
     out = root / config.name
-    if not (out / "truth.parquet").exists():
+    if not simulated_as(out, config):
         simulate(
             out,
             seed=config.seed,

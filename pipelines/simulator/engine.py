@@ -10,7 +10,7 @@ state changes are applied in this order, so the record at the end of the day is 
 computes whatever order the events arrive in):
 
 ====================  ========================================================================
-00:00:00–00:00:59     day 0 only: opening balances (``cycle_count``, erp, ``OPENING``)
+00:00:00–00:00:59     day 0 only: opening balances (``opening_event``, erp, ``OPENING``)
 05:00–05:30           DC supplier receipts (``receipt``, ``PO…``)
 05:00–07:00           store transfer receipts (``transfer_in``, ``T…``)
 05:30–06:30           DC shipments (``transfer_out``, ``T…``) of yesterday evening's orders
@@ -52,8 +52,9 @@ class Engine:
         """Opening balances at day 0 00:00:xx for every store key and DC sku.
 
         The shelf starts between the reorder point and the order-up-to level. The ERP balance
-        (the count's quantity, so the opening record) equals the shelf except for
-        ``opening_error_share`` of keys, mostly overstated (go-live errors).
+        (the opening record) equals the shelf except for ``opening_error_share`` of keys, mostly
+        overstated (go-live errors). It arrives as ``opening_event``: a count of every key, or a
+        receipt / adjustment of every non-zero balance (the same record from an empty ledger).
         """
         st, w = self.state, self.world
         rng, s = st.rng, st.store
@@ -69,9 +70,13 @@ class Engine:
         keys, skus = np.arange(w.n_keys), np.arange(w.n_skus)
         store_times = st.times(w.start_s, 0, 60, w.n_keys)
         dc_times = st.times(w.start_s, 0, 60, w.n_skus)
+        kind = st.p.opening_event
+        if kind != "cycle_count":  # goods in: a zero balance sends nothing
+            keys, skus = keys[s.on_hand > 0], skus[st.dc.on_hand > 0]
+            store_times, dc_times = store_times[keys], dc_times[skus]
         return [
-            st.store_events("cycle_count", SRC["erp"], keys, s.on_hand, store_times, ref=ref),
-            st.dc_events("cycle_count", SRC["erp"], skus, st.dc.on_hand, dc_times, ref=ref),
+            st.store_events(kind, SRC["erp"], keys, s.on_hand[keys], store_times, ref=ref),
+            st.dc_events(kind, SRC["erp"], skus, st.dc.on_hand[skus], dc_times, ref=ref),
         ]
 
     def step(self, day: int) -> tuple[EventBatch, dict[str, np.ndarray]]:

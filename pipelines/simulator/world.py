@@ -31,6 +31,9 @@ STREAM_WORLD = 0
 STREAM_DAYS = 1
 STREAM_DELIVERY = 2
 
+#: the event types a go-live balance can arrive as (``WorldParams.opening_event``)
+OPENING_EVENTS: tuple[str, ...] = ("cycle_count", "receipt", "adjustment")
+
 
 @dataclass(frozen=True, slots=True)
 class WorldParams:
@@ -104,6 +107,10 @@ class WorldParams:
     dc_receiving_error_rate: float = 0.02
     #: ERP opening balance differs from the shelf for this share of store keys (go-live errors)
     opening_error_share: float = 0.06
+    #: how the go-live balances arrive (:data:`OPENING_EVENTS`): an ERP ``cycle_count`` of every
+    #: key, or a ``receipt`` / positive ``adjustment`` of each non-zero balance (an ERP that
+    #: loads go-live stock as goods in). The same record either way; other features.
+    opening_event: str = "cycle_count"
 
     # -- recorded store operations --------------------------------------------------------------
     #: returns per unit of expected demand; share parked as ``pending_inspection``
@@ -147,6 +154,12 @@ class WorldParams:
     pos_outage_rate: float = 0.0
     pos_outage_hours: tuple[float, float] = (3.0, 8.0)
 
+    def __post_init__(self) -> None:
+        if self.opening_event not in OPENING_EVENTS:
+            raise ValueError(
+                f"opening_event must be one of {OPENING_EVENTS}, got {self.opening_event!r}"
+            )
+
     def replace(self, **overrides: Any) -> WorldParams:
         """A copy with ``overrides`` applied; unknown names raise ``TypeError`` naming them."""
         names = {f.name for f in dataclasses.fields(self)}
@@ -171,6 +184,30 @@ class Scenario:
 
     def apply(self, params: WorldParams) -> WorldParams:
         return params.replace(**dict(self.overrides))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"NAME=VALUE"`` → ``(name, value)`` typed as :class:`WorldParams`' field ``name``
+    (``float``, ``int``, ``str``, or a comma-separated pair such as ``transit_days=1,3``).
+    Raises ``ValueError`` naming the field and what was wrong."""
+    name, sep, raw = text.partition("=")
+    name, raw = name.strip(), raw.strip()
+    defaults = {f.name: getattr(WorldParams(), f.name) for f in dataclasses.fields(WorldParams)}
+    if not sep or not name:
+        raise ValueError(f"{text!r}: expected NAME=VALUE")
+    if name not in defaults:
+        raise ValueError(f"{name!r} is not a world parameter; valid: {', '.join(defaults)}")
+    default = defaults[name]
+    pair = isinstance(default, tuple)
+    shape, parts = (default, raw.split(",")) if pair else ((default,), [raw])
+    expected = f"{len(shape)} comma-separated numbers" if pair else type(default).__name__
+    try:
+        if len(parts) != len(shape):
+            raise ValueError(expected)
+        values = tuple(type(d)(v) for d, v in zip(shape, parts, strict=True))
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected {expected}") from None
+    return name, values if pair else values[0]
 
 
 BASELINE = Scenario("baseline", "No incident: only the everyday delays, duplicates and rejects.")

@@ -270,6 +270,36 @@ def test_opening_balances_cover_every_key(baseline: Run):
     assert all(0 <= (e.occurred_at - start).total_seconds() < 60 for e in opening)
 
 
+@pytest.mark.parametrize("kind", ["receipt", "adjustment"])
+def test_opening_balances_can_arrive_as_goods_in(baseline: Run, tmp_path: Path, kind: str):
+    """An ERP that loads go-live stock as receipts or positive adjustments: one event per
+    non-zero balance, the same truth (record and shelf) every day, and the replay still
+    reproduces the record."""
+    run = run_world(tmp_path, opening_event=kind)
+    opening = [e for e in run.unique_events() if e.reference == "OPENING"]
+    assert opening and all(e.event_type.value == kind and e.quantity > 0 for e in opening)
+    counted = {
+        (e.sku, e.location): e.quantity
+        for e in baseline.unique_events()
+        if e.reference == "OPENING"
+    }
+    assert {(e.sku, e.location): e.quantity for e in opening} == {
+        key: qty for key, qty in counted.items() if qty > 0
+    }
+    pd.testing.assert_frame_equal(run.truth, baseline.truth)
+    states = replay(run).states
+    for row in run.last_day().itertuples(index=False):
+        position = states[state_key(row.sku, row.location)].position
+        assert tuple(getattr(position, b) for b in BUCKETS) == tuple(
+            int(getattr(row, f"recorded_{b}")) for b in BUCKETS
+        ), (row.sku, row.location)
+
+
+def test_an_unknown_opening_event_is_refused(tmp_path: Path):
+    with pytest.raises(ValueError, match="opening_event must be one of"):
+        run_world(tmp_path, opening_event="sale")
+
+
 def test_transfers_pair_up_and_orders_tell_a_consistent_story(baseline: Run):
     events = baseline.unique_events()
     outs = {(e.sku, e.reference): e for e in events if e.event_type is EventType.TRANSFER_OUT}
@@ -487,3 +517,29 @@ def test_allocate_in_order_serves_first_come_first_served():
     qty = np.array([2, 2, 2, 1, 5, 3])
     stock = np.array([3, 10, -1])
     assert allocate_in_order(group, qty, stock).tolist() == [2, 1, 0, 1, 5, 0]
+
+
+# -- 6. the command line: any world parameter ---------------------------------------------------
+def test_simulate_command_sets_world_parameters(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+
+    args = ["simulate", "--out", str(tmp_path), "--stores", "2", "--skus", "10", "--days", "3"]
+    done = CliRunner().invoke(
+        app,
+        [*args, "--quiet", "--param", "opening_event=adjustment", "--param", "transit_days=2,4"],
+    )
+    assert done.exit_code == 0, done.output
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["params"]["opening_event"] == "adjustment"
+    assert manifest["params"]["transit_days"] == [2, 4]
+    for bad, says in (
+        ("transit_days=1", "transit_days='1': expected 2 comma-separated numbers"),
+        ("shrink_base=lots", "shrink_base='lots': expected float"),
+        ("opening_event=sale", "opening_event must be one of"),
+        ("shrinkage=0.1", "'shrinkage' is not a world parameter"),
+    ):
+        done = CliRunner().invoke(app, [*args, "--quiet", "--param", bad])
+        assert done.exit_code == 2, bad
+        assert says in " ".join(done.output.replace("│", " ").split()), done.output
