@@ -106,7 +106,7 @@ def test_models_do_not_need_opening_balances_to_come_as_counts(event_type, model
         scores["other"],
     )
     assert ap_other >= 1.5 * ap_rule, scores
-    assert ap_other >= ap_counted - 0.05, scores  # measured: within 0.02 on worlds tried
+    assert ap_other >= ap_counted - 0.03, scores  # measured: receipts -0.015, adjustments -0.009
     assert auc_other >= auc_counted - 0.03, scores
 
 
