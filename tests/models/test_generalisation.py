@@ -60,34 +60,18 @@ def test_models_beat_the_baselines_on_an_unseen_world(world, models, tmp_path) -
     assert np.isfinite(phantom.predict(data)).all()
 
 
-def _opening_as(world_dir: Path, out: Path, event_type: str) -> Path:
-    """The same world, but its opening balances arrive as ``event_type`` events instead of
-    cycle counts (an ERP that loads go-live stock as receipts or adjustments): the same ledger,
-    other features (no count at go-live)."""
-    out.mkdir()
-    for name in ("truth.parquet", "manifest.json"):
-        shutil.copy(world_dir / name, out / name)
-    with (world_dir / "events.jsonl").open() as src, (out / "events.jsonl").open("w") as dst:
-        for line in src:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                event = None  # a malformed line of the simulator's: keep it as it is
-            if (
-                isinstance(event, dict)
-                and event.get("reference") == "OPENING"
-                and event.get("event_type") == "cycle_count"
-            ):
-                line = json.dumps({**event, "event_type": event_type}) + "\n"
-            dst.write(line)
-    return out
-
-
 @pytest.mark.parametrize("event_type", ["receipt", "adjustment"])
 def test_models_do_not_need_opening_balances_to_come_as_counts(event_type, models, tmp_path):
-    world = WorldConfig("unseen-opening", 7105, 4, 50, 35, None, {"shrink_base": 0.02})
-    counted = simulate_world(world, tmp_path)
-    other = _opening_as(counted, tmp_path / f"opening-{event_type}", event_type)
+    """An ERP that loads go-live stock as receipts or adjustments (``opening_event``): the same
+    world, shelf and record, other features (no count at go-live)."""
+    params = {"shrink_base": 0.02}
+    counted = simulate_world(WorldConfig("unseen-opening", 7105, 4, 50, 35, None, params), tmp_path)
+    other = simulate_world(
+        WorldConfig(
+            f"opening-{event_type}", 7105, 4, 50, 35, None, {**params, "opening_event": event_type}
+        ),
+        tmp_path,
+    )
     phantom, stockout = models
     scores = {}
     for name, directory in (("counted", counted), ("other", other)):
