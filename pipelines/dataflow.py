@@ -25,7 +25,9 @@ Contracts:
   holds every location of a sku touched in the epoch, not only the touched locations.
 - ``emit="updates"`` sends, per key a batch changed, one snapshot as of the key's newest event;
   outputs are keyed by ``sku|location`` (and carry the key's duplicate count), so they are
-  idempotent under at-least-once replay: a consumer keeps the newest per key.
+  idempotent under at-least-once replay: a consumer keeps the newest per key. With ``close_s``
+  (the scoring flow's default) every key of a sku is also sent at each close, as of it, so a
+  key no event touches is still scored every day (:class:`BookLogic`).
 - ``emit="final"`` sends each key's :class:`KeyState` once, at end of input (file, or a Kafka topic
   read to its end); :func:`pipelines.feature_job.run_features` turns them into one row per key
   as of the stream's end.
@@ -56,6 +58,36 @@ from pipelines.events import InventoryEvent, Rejection, parse_event
 from pipelines.features import BOOK_STATE_VERSION, KeyState
 
 DEFAULT_BATCH_SIZE = 1000
+DAY_S = 86_400.0
+#: An event arriving further than this beyond the stream's clock (a mistyped year, a device
+#: clock reset) moves no clock unless the next far-ahead event agrees (:class:`StreamClock`).
+CLOCK_JUMP_S = 2 * DAY_S
+
+
+class StreamClock:
+    """The newest arrival a worker process has accepted, over every sku: the yardstick for an
+    arrival too far ahead to be believed. Shared by the process's :class:`BookLogic` states (a
+    max of floats: a lost race between worker threads only delays it by one event)."""
+
+    __slots__ = ("now", "ahead")
+
+    def __init__(self) -> None:
+        self.now = -math.inf
+        #: the last far-ahead arrival, waiting for a second one to confirm it
+        self.ahead = math.nan
+
+    def accept(self, ts: float) -> bool:
+        """Whether arrival ``ts`` may move clocks (it advances this one if so)."""
+        if ts - self.now > CLOCK_JUMP_S and self.now != -math.inf:
+            if not abs(ts - self.ahead) <= CLOCK_JUMP_S:  # a first far-ahead arrival: wait
+                self.ahead = ts
+                return False
+        self.ahead = math.nan
+        if ts > self.now:
+            self.now = ts
+        return True
+
+
 #: The cyclic garbage collector's youngest-generation threshold while a feature flow runs
 #: (CPython's default: 700 container allocations). The flow allocates a few short-lived
 #: containers per event and keeps millions of long-lived ones (the keyed state), so at the
@@ -107,9 +139,31 @@ class BookLogic(StatefulBatchLogic[Any, Any, tuple]):
     State snapshots are :meth:`Book.__getstate__` (plain immutable data, pickled by the runtime
     only when recovery is on). Snapshots of the per-location layout before it are refused with
     :class:`RecoveryFormatError`: their keys would never receive an event again.
+
+    **Close sweeps** (``close_s`` not None, ``emit="updates"``): a key is otherwise re-scored
+    only when an event changes it, and a phantom's symptom is that nothing happens — its last
+    score is the one after its last sale. So at each close (UTC midnight + ``close_s``, the
+    moment the models' training snapshots are taken) every location of the sku is sent again,
+    as of that close. The sku's clock is the newest arrival it has seen (``published_at``, else
+    ``occurred_at``: the training sets' rule); when an event moves it past a close, the events
+    that arrived before it are applied, every key is sent as of the latest close the clock
+    passed (a key whose own newest event is later, as of that event), then the batch goes on.
+    So in a stream in arrival order the snapshot at a close is the training set's snapshot of
+    that close (:func:`training.dataset.snapshot_features`): what occurred *and* arrived
+    before it. The clock is not part of the recovered state: on resume it is the newest event
+    time of the book. An arrival more than :data:`CLOCK_JUMP_S` ahead of every sku's (the
+    process's :class:`StreamClock`) moves no clock unless the next such arrival agrees: one
+    mistyped date must not sweep the sku as of years from now, while a sku back after weeks
+    of silence is swept at once.
     """
 
-    def __init__(self, resume: Any, emit: Emit) -> None:
+    def __init__(
+        self,
+        resume: Any,
+        emit: Emit,
+        close_s: float | None = None,
+        stream: StreamClock | None = None,
+    ) -> None:
         book = native_book.book_class()
         if resume is None:
             self.book = book()
@@ -122,6 +176,21 @@ class BookLogic(StatefulBatchLogic[Any, Any, tuple]):
                 "Start a new recovery directory and read the input again from its beginning."
             )
         self.emit = emit
+        if close_s is not None and not -DAY_S < close_s < DAY_S:
+            raise ValueError(f"close_s={close_s!r}: a close is less than a day from midnight")
+        self.close_s = close_s
+        self.stream = StreamClock() if stream is None else stream
+        #: the sku's clock (its newest accepted arrival) and the first close at or after it
+        self.clock = max((self.book.view(k)[3] for k in self.book.keys()), default=-math.inf)
+        self.next_close = self._close_from(self.clock)
+        #: the latest close swept: no later update of this sku is as of an earlier time
+        self.swept = -math.inf
+
+    def _close_from(self, ts: float) -> float:
+        """The first close at or after ``ts`` (``-inf`` before any event)."""
+        if not math.isfinite(ts) or self.close_s is None:
+            return -math.inf
+        return math.ceil((ts - self.close_s) / DAY_S) * DAY_S + self.close_s
 
     def on_batch(self, values: list[Any]) -> tuple[list, bool]:
         """``values``: the sku's :class:`InventoryEvent` items in arrival order, or (at
@@ -132,12 +201,47 @@ class BookLogic(StatefulBatchLogic[Any, Any, tuple]):
         if self.emit == "final":
             book.apply_batch(values, False)
             return [], self.RETAIN
-        changed = book.apply_batch(values)
-        if not changed:
-            return [], self.RETAIN
-        updates = []
-        for key, trigger in changed.items():
-            sku, location, duplicates, as_of = book.view(key)
+        if self.close_s is None:
+            return self._updates(book.apply_batch(values)), self.RETAIN
+        updates: list[FeatureUpdate] = []
+        start = 0
+        stream = self.stream
+        for i, event in enumerate(values):
+            published = event.published_at  # arrival, as training sets read it
+            ts = event.occurred_ts if published is None else published.timestamp()
+            if ts <= self.next_close:  # the common case: no close passed
+                if ts > self.clock:
+                    self.clock = ts
+                if ts > stream.now:
+                    stream.accept(ts)
+                else:
+                    stream.ahead = math.nan
+                continue
+            if not stream.accept(ts):  # far ahead of every sku, not (yet) confirmed
+                continue
+            if self.clock == -math.inf:  # the sku's first event
+                self.clock, self.next_close = ts, self._close_from(ts)
+                continue
+            updates += self._updates(book.apply_batch(values[start:i]))
+            close = self.swept = self._close_from(ts) - DAY_S  # the latest close before it
+            for key in book.keys():
+                sku, location, duplicates, newest = book.view(key)
+                as_of = max(close, newest)
+                snapshot = book.snapshot(key, as_of)
+                updates.append(FeatureUpdate(f"{sku}|{location}", duplicates, snapshot, as_of))
+            start = i
+            self.clock = ts
+            self.next_close = self._close_from(ts)
+        updates += self._updates(book.apply_batch(values[start:]))
+        return updates, self.RETAIN
+
+    def _updates(self, changed: dict[str, Any] | None) -> list[FeatureUpdate]:
+        """One update per changed key, as of its newest event (or of the latest close swept,
+        if later: a late event after a sweep does not take the key back in time)."""
+        book, updates, swept = self.book, [], self.swept
+        for key, trigger in (changed or {}).items():
+            sku, location, duplicates, newest = book.view(key)
+            as_of = newest if newest >= swept else swept
             updates.append(
                 FeatureUpdate(
                     f"{sku}|{location}",
@@ -147,7 +251,7 @@ class BookLogic(StatefulBatchLogic[Any, Any, tuple]):
                     _trigger(trigger),
                 )
             )
-        return updates, self.RETAIN
+        return updates
 
     def on_eof(self) -> tuple[list, bool]:
         if self.emit == "final":
@@ -237,19 +341,23 @@ class FeatureStreams:
 
 
 def feature_streams(
-    flow: Dataflow, source: Source[Any], *, emit: Emit = "updates"
+    flow: Dataflow, source: Source[Any], *, emit: Emit = "updates", close_s: float | None = None
 ) -> FeatureStreams:
-    """Add the feature steps (source → parse → ledger) to ``flow``.
+    """Add the feature steps (source → parse → ledger) to ``flow``; ``close_s``: send every key
+    again at each close (UTC midnight + ``close_s``; see :class:`BookLogic`).
 
     Step ids are part of the recovery contract: a flow built with them resumes from snapshots
     written by :func:`build_flow`. Other flows (e.g. streaming scoring) compose these streams
     with their own steps and sinks.
     """
     tune_gc()
+    stream = StreamClock()
     raw = op.input("events", flow, source)
     # events keyed by sku, rejects keyed DEAD_LETTER_KEY (see parse_batch)
     parsed: Any = op.flat_map_batch("parse", raw, parse_batch)
-    outputs = op.stateful_batch("ledger", parsed, lambda resume: BookLogic(resume, emit))
+    outputs = op.stateful_batch(
+        "ledger", parsed, lambda resume: BookLogic(resume, emit, close_s, stream)
+    )
     split = op.branch("valid", op.key_rm("outputs", outputs), _is_output)
     return FeatureStreams(split.trues, split.falses)
 

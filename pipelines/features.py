@@ -552,6 +552,10 @@ class Book:
         state = self.states[key]
         return (state.sku, state.location, state.duplicates, state.last_event_ts)
 
+    def keys(self) -> list[str]:
+        """The state keys, in creation order."""
+        return list(self.states)
+
     def snapshot(self, key: str, as_of: float) -> dict[str, Any]:
         """:meth:`KeyState.snapshot` of ``key``."""
         return self.states[key].snapshot(as_of)

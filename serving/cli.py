@@ -848,6 +848,19 @@ def score_stream(
         bool, typer.Option(help="Kafka: keep consuming (--no-tail: stop at the topic's end)")
     ] = True,
     batch_size: Annotated[int, typer.Option(help="Source batch size")] = 1000,
+    close_sweep: Annotated[
+        bool,
+        typer.Option(
+            help="Score every key again at each close, as of it (--no-close-sweep: only the "
+            "keys events change; a key that stops selling then keeps its last score)"
+        ),
+    ] = True,
+    close_offset_hours: Annotated[
+        float,
+        typer.Option(
+            min=-23.99, max=23.99, help="The close, hours after UTC midnight (e.g. -7 for UTC+7)"
+        ),
+    ] = 0.0,
 ) -> None:
     """Score changed feature snapshots with the champion models, live (Kafka or a file)."""
     from datetime import timedelta
@@ -872,6 +885,8 @@ def score_stream(
         "explain_above": explain_above,
         "batch_size": batch_size,
         "emit_features": features_topic is not None,
+        "close_sweep": close_sweep,
+        "close_offset_s": close_offset_hours * 3600,
     }
     if bootstrap is not None:
         settings = ScoringSettings(

@@ -3,7 +3,8 @@
 ``shelfguard score-stream`` or ``python -m bytewax.run serving.scoring_flow:flow`` (settings from
 ``SHELFGUARD_*`` env vars, :class:`ScoringSettings`). Steps::
 
-    pipelines.dataflow.feature_streams (parse → DLQ, transfers, ledger + features)
+    pipelines.dataflow.feature_streams (parse → DLQ, transfers, ledger + features; every key
+      again at each close, so a key that stops selling is scored on its silence)
       → [feature snapshots → inventory.features, optional]
       → score: per batch, the newest update per key, one matrix per model (StreamScorer)
       → score messages: Kafka ``inventory.scores`` (key sku|location) or a JSONL file
@@ -67,6 +68,17 @@ class ScoringSettings(FlowSettings):
     registry_poll_s: float = Field(
         30.0, gt=0, description="SHELFGUARD_REGISTRY_POLL_S: seconds between champion checks"
     )
+    close_sweep: bool = Field(
+        True,
+        description="SHELFGUARD_CLOSE_SWEEP: score every key again at each close (as of it), "
+        "not only the keys an event changed",
+    )
+    close_offset_s: float = Field(
+        0.0,
+        gt=-86_400,
+        lt=86_400,
+        description="SHELFGUARD_CLOSE_OFFSET_S: the close, seconds after UTC midnight",
+    )
     explain_above: float = Field(
         0.5,
         ge=0,
@@ -97,14 +109,17 @@ def build_scoring_flow(
     features_sink: Sink[Any] | None = None,
     features_format: Callable[[Any], Any] | None = None,
     flow_id: str = "shelfguard_scoring",
+    close_s: float | None = 0.0,
 ) -> Dataflow:
     """The feature steps, then ``score_batch`` on each batch of feature updates.
 
     ``score_batch`` is usually :meth:`models.stream_scoring.StreamScorer.score`: it gets every
-    update a worker has in hand at once, so scoring is one matrix per batch.
+    update a worker has in hand at once, so scoring is one matrix per batch. ``close_s``: the
+    close (seconds after UTC midnight) at which every key is sent again, as of it (None: only
+    the keys events change; :class:`pipelines.dataflow.BookLogic`).
     """
     flow = Dataflow(flow_id)
-    streams = feature_streams(flow, source, emit="updates")
+    streams = feature_streams(flow, source, emit="updates", close_s=close_s)
     rejects: Any = streams.rejects
     if dlq_format is not None:
         rejects = op.map("dlq_format", rejects, dlq_format)
@@ -151,6 +166,7 @@ def make_scorer(settings: ScoringSettings, clock: Callable[[], float] = time.mon
 def build_from_settings(settings: ScoringSettings, scorer: Any | None = None) -> Dataflow:
     """The deployable flow: Kafka topics or files, as ``settings`` say."""
     scorer = scorer if scorer is not None else make_scorer(settings)
+    close_s = settings.close_offset_s if settings.close_sweep else None
     if settings.source == "kafka":
         features = None
         if settings.emit_features:
@@ -169,6 +185,7 @@ def build_from_settings(settings: ScoringSettings, scorer: Any | None = None) ->
             score_format=score_message,
             features_sink=features,
             features_format=connectors.update_message,
+            close_s=close_s,
         )
     if settings.events_file is None:
         raise ValueError("SHELFGUARD_EVENTS_FILE is required when SHELFGUARD_SOURCE=file")
@@ -189,6 +206,7 @@ def build_from_settings(settings: ScoringSettings, scorer: Any | None = None) ->
         score_format=score_line,
         features_sink=features_file,
         features_format=_snapshot_line,
+        close_s=close_s,
     )
 
 
