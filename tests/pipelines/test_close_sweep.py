@@ -125,6 +125,17 @@ def _logic_run(logic: BookLogic, raws: list[bytes]) -> list[FeatureUpdate]:
     return out
 
 
+def _stocked(day0: datetime) -> BookLogic:
+    """A sweeping ledger step with sku A received at S1 and S2 on ``day0``."""
+    logic = BookLogic(None, "updates", 0.0)
+    receipts = [
+        _event("A", loc, day0 + timedelta(hours=1), n, "receipt")
+        for n, loc in ((1, "S1"), (2, "S2"))
+    ]
+    _logic_run(logic, receipts)
+    return logic
+
+
 def test_a_mistyped_year_does_not_sweep_the_sku_as_of_that_year():
     day0 = datetime(2026, 3, 2, tzinfo=UTC)
     logic = BookLogic(None, "updates", 0.0)
@@ -168,14 +179,7 @@ def test_two_far_ahead_events_that_agree_move_the_clock():
 
 def test_the_clock_resumes_from_the_recovered_book():
     day0 = datetime(2026, 3, 2, tzinfo=UTC)
-    logic = BookLogic(None, "updates", 0.0)
-    _logic_run(
-        logic,
-        [
-            _event("A", "S1", day0 + timedelta(hours=1), 1, "receipt"),
-            _event("A", "S2", day0 + timedelta(hours=2), 2, "receipt"),
-        ],
-    )
+    logic = _stocked(day0)
     resumed = BookLogic(logic.snapshot(), "updates", 0.0)
     out = _logic_run(resumed, [_event("A", "S1", day0 + timedelta(days=1, hours=8), 3)])
     assert {u.key for u in out if u.trigger is None} == {"A|S1", "A|S2"}
@@ -213,14 +217,7 @@ def test_the_scoring_flow_scores_keys_that_no_event_touched(lines):
 
 def test_a_late_event_after_a_sweep_does_not_take_its_key_back_in_time():
     day0 = datetime(2026, 3, 2, tzinfo=UTC)
-    logic = BookLogic(None, "updates", 0.0)
-    _logic_run(
-        logic,
-        [
-            _event("A", "S1", day0 + timedelta(hours=1), 1, "receipt"),
-            _event("A", "S2", day0 + timedelta(hours=1), 2, "receipt"),
-        ],
-    )
+    logic = _stocked(day0)
     swept = _logic_run(logic, [_event("A", "S1", day0 + timedelta(days=1, hours=9), 3)])
     midnight = (day0 + timedelta(days=1)).timestamp()
     assert {u.key: u.as_of_ts for u in swept if u.trigger is None}["A|S2"] == midnight
