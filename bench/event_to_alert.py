@@ -263,7 +263,11 @@ def run_rate(
                     "score-stream",
                     [SHELFGUARD, "score-stream", "--bootstrap", bootstrap,
                      "--topic", topics["events"], "--dlq-topic", topics["dlq"],
-                     "--scores-topic", topics["scores"]],
+                     "--scores-topic", topics["scores"],
+                     # event-triggered alerts only: the window's first events pass the
+                     # warm-up's closes, and a sweep would raise the silent trigger keys'
+                     # alerts as of midnight before their failed picks (see README)
+                     "--no-close-sweep"],
                     env, work,
                 )
             )  # fmt: skip
