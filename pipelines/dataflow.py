@@ -26,8 +26,9 @@ Contracts:
 - ``emit="updates"`` sends, per key a batch changed, one snapshot as of the key's newest event;
   outputs are keyed by ``sku|location`` (and carry the key's duplicate count), so they are
   idempotent under at-least-once replay: a consumer keeps the newest per key. With ``close_s``
-  (the scoring flow's default) every key of a sku is also sent at each close, as of it, so a
-  key no event touches is still scored every day (:class:`BookLogic`).
+  (the scoring flow's default) every key is also sent when the stream passes a close, as of it,
+  so a key no event touches is still scored every day (:class:`CloseClock` in the parse step
+  sends a :class:`CloseMarker` to every sku; :class:`BookLogic` sweeps its keys).
 - ``emit="final"`` sends each key's :class:`KeyState` once, at end of input (file, or a Kafka topic
   read to its end); :func:`pipelines.feature_job.run_features` turns them into one row per key
   as of the stream's end.
@@ -59,33 +60,76 @@ from pipelines.features import BOOK_STATE_VERSION, KeyState
 
 DEFAULT_BATCH_SIZE = 1000
 DAY_S = 86_400.0
-#: An event arriving further than this beyond the stream's clock (a mistyped year, a device
-#: clock reset) moves no clock unless the next far-ahead event agrees (:class:`StreamClock`).
+#: An arrival further than this beyond the stream's clock (a mistyped year, a device clock
+#: reset) moves it only when the next far-ahead arrival agrees (:class:`CloseClock`).
 CLOCK_JUMP_S = 2 * DAY_S
 
 
-class StreamClock:
-    """The newest arrival a worker process has accepted, over every sku: the yardstick for an
-    arrival too far ahead to be believed. Shared by the process's :class:`BookLogic` states (a
-    max of floats: a lost race between worker threads only delays it by one event)."""
+@dataclass(frozen=True, slots=True)
+class CloseMarker:
+    """Sent to every sku's ledger state when the stream's clock passes a close: send every
+    key again, as of ``close_ts``."""
 
-    __slots__ = ("now", "ahead")
+    close_ts: float
 
-    def __init__(self) -> None:
+
+class CloseClock:
+    """The stream's clock in the parse step, and the closes it passes.
+
+    The clock is the newest arrival the process has parsed (``published_at``, else
+    ``occurred_at``: the training sets' rule). When an event moves it past a close (UTC midnight
+    + ``close_s``), a :class:`CloseMarker` of the latest close before that event goes, ahead of
+    it, to every sku the process has parsed. An arrival more than :data:`CLOCK_JUMP_S` ahead of
+    the clock moves it only if the next arrival is also that far ahead and agrees within
+    ``CLOCK_JUMP_S``: one mistyped year must not sweep every key as of years from now. One per
+    process (worker threads share it); not part of the recovered state — after a restart the
+    skus are learned again from the events that arrive.
+    """
+
+    __slots__ = ("close_s", "now", "ahead", "next_close", "routes")
+
+    def __init__(self, close_s: float) -> None:
+        if not -DAY_S < close_s < DAY_S:
+            raise ValueError(f"close_s={close_s!r}: a close is less than a day from midnight")
+        self.close_s = close_s
         self.now = -math.inf
         #: the last far-ahead arrival, waiting for a second one to confirm it
         self.ahead = math.nan
+        #: the first close at or after ``now``
+        self.next_close = -math.inf
+        #: every sku route parsed so far
+        self.routes: set[str] = set()
 
-    def accept(self, ts: float) -> bool:
-        """Whether arrival ``ts`` may move clocks (it advances this one if so)."""
-        if ts - self.now > CLOCK_JUMP_S and self.now != -math.inf:
-            if not abs(ts - self.ahead) <= CLOCK_JUMP_S:  # a first far-ahead arrival: wait
-                self.ahead = ts
-                return False
-        self.ahead = math.nan
-        if ts > self.now:
-            self.now = ts
-        return True
+    def close_from(self, ts: float) -> float:
+        """The first close at or after ``ts``."""
+        return math.ceil((ts - self.close_s) / DAY_S) * DAY_S + self.close_s
+
+    def parse(self, items: list[Any]) -> list[tuple[str, Any]]:
+        """:func:`parse_batch`, with a :class:`CloseMarker` per known sku before the first
+        event that arrives after a close."""
+        out: list[tuple[str, Any]] = []
+        routes = self.routes
+        for routed in parse_batch(items):
+            route, event = routed
+            if isinstance(event, InventoryEvent):
+                published = event.published_at
+                ts = event.occurred_ts if published is None else published.timestamp()
+                if ts <= self.next_close:  # the common case: no close passed
+                    if ts > self.now:
+                        self.now = ts
+                    self.ahead = math.nan
+                elif self.now == -math.inf:  # the first event
+                    self.now, self.next_close = ts, self.close_from(ts)
+                elif ts - self.now > CLOCK_JUMP_S and not abs(ts - self.ahead) <= CLOCK_JUMP_S:
+                    self.ahead = ts  # far ahead, not (yet) confirmed: moves nothing
+                else:
+                    marker = CloseMarker(self.close_from(ts) - DAY_S)  # the latest before it
+                    out.extend([(r, marker) for r in tuple(routes)])  # threads share it
+                    self.now, self.ahead = max(self.now, ts), math.nan
+                    self.next_close = self.close_from(self.now)
+                routes.add(route)
+            out.append(routed)
+        return out
 
 
 #: The cyclic garbage collector's youngest-generation threshold while a feature flow runs
@@ -140,30 +184,17 @@ class BookLogic(StatefulBatchLogic[Any, Any, tuple]):
     only when recovery is on). Snapshots of the per-location layout before it are refused with
     :class:`RecoveryFormatError`: their keys would never receive an event again.
 
-    **Close sweeps** (``close_s`` not None, ``emit="updates"``): a key is otherwise re-scored
-    only when an event changes it, and a phantom's symptom is that nothing happens — its last
-    score is the one after its last sale. So at each close (UTC midnight + ``close_s``, the
-    moment the models' training snapshots are taken) every location of the sku is sent again,
-    as of that close. The sku's clock is the newest arrival it has seen (``published_at``, else
-    ``occurred_at``: the training sets' rule); when an event moves it past a close, the events
-    that arrived before it are applied, every key is sent as of the latest close the clock
-    passed (a key whose own newest event is later, as of that event), then the batch goes on.
-    So in a stream in arrival order the snapshot at a close is the training set's snapshot of
-    that close (:func:`training.dataset.snapshot_features`): what occurred *and* arrived
-    before it. The clock is not part of the recovered state: on resume it is the newest event
-    time of the book. An arrival more than :data:`CLOCK_JUMP_S` ahead of every sku's (the
-    process's :class:`StreamClock`) moves no clock unless the next such arrival agrees: one
-    mistyped date must not sweep the sku as of years from now, while a sku back after weeks
-    of silence is swept at once.
+    **Close sweeps**: a key is otherwise sent only when an event changes it, and a phantom's
+    symptom is that nothing happens — its last score is the one after its last sale. A
+    :class:`CloseMarker` (from :class:`CloseClock`, when the stream passes a close) sends every
+    location of the sku again, as of the close (a key whose own newest event is later: as of
+    that event), after the events that arrived before it. In a stream in arrival order that is
+    the training set's snapshot of the close (:func:`training.dataset.snapshot_features`): what
+    occurred *and* arrived before it. No later update of the sku is as of an earlier time: a
+    late event after a sweep is sent as of the swept close.
     """
 
-    def __init__(
-        self,
-        resume: Any,
-        emit: Emit,
-        close_s: float | None = None,
-        stream: StreamClock | None = None,
-    ) -> None:
+    def __init__(self, resume: Any, emit: Emit) -> None:
         book = native_book.book_class()
         if resume is None:
             self.book = book()
@@ -176,21 +207,8 @@ class BookLogic(StatefulBatchLogic[Any, Any, tuple]):
                 "Start a new recovery directory and read the input again from its beginning."
             )
         self.emit = emit
-        if close_s is not None and not -DAY_S < close_s < DAY_S:
-            raise ValueError(f"close_s={close_s!r}: a close is less than a day from midnight")
-        self.close_s = close_s
-        self.stream = StreamClock() if stream is None else stream
-        #: the sku's clock (its newest accepted arrival) and the first close at or after it
-        self.clock = max((self.book.view(k)[3] for k in self.book.keys()), default=-math.inf)
-        self.next_close = self._close_from(self.clock)
         #: the latest close swept: no later update of this sku is as of an earlier time
         self.swept = -math.inf
-
-    def _close_from(self, ts: float) -> float:
-        """The first close at or after ``ts`` (``-inf`` before any event)."""
-        if not math.isfinite(ts) or self.close_s is None:
-            return -math.inf
-        return math.ceil((ts - self.close_s) / DAY_S) * DAY_S + self.close_s
 
     def on_batch(self, values: list[Any]) -> tuple[list, bool]:
         """``values``: the sku's :class:`InventoryEvent` items in arrival order, or (at
@@ -199,41 +217,31 @@ class BookLogic(StatefulBatchLogic[Any, Any, tuple]):
             return values, self.DISCARD
         book = self.book
         if self.emit == "final":
-            book.apply_batch(values, False)
+            book.apply_batch([v for v in values if type(v) is not CloseMarker], False)
             return [], self.RETAIN
-        if self.close_s is None:
-            return self._updates(book.apply_batch(values)), self.RETAIN
         updates: list[FeatureUpdate] = []
         start = 0
-        stream = self.stream
-        for i, event in enumerate(values):
-            published = event.published_at  # arrival, as training sets read it
-            ts = event.occurred_ts if published is None else published.timestamp()
-            if ts <= self.next_close:  # the common case: no close passed
-                if ts > self.clock:
-                    self.clock = ts
-                if ts > stream.now:
-                    stream.accept(ts)
-                else:
-                    stream.ahead = math.nan
-                continue
-            if not stream.accept(ts):  # far ahead of every sku, not (yet) confirmed
-                continue
-            if self.clock == -math.inf:  # the sku's first event
-                self.clock, self.next_close = ts, self._close_from(ts)
-                continue
-            updates += self._updates(book.apply_batch(values[start:i]))
-            close = self.swept = self._close_from(ts) - DAY_S  # the latest close before it
-            for key in book.keys():
-                sku, location, duplicates, newest = book.view(key)
-                as_of = max(close, newest)
-                snapshot = book.snapshot(key, as_of)
-                updates.append(FeatureUpdate(f"{sku}|{location}", duplicates, snapshot, as_of))
-            start = i
-            self.clock = ts
-            self.next_close = self._close_from(ts)
-        updates += self._updates(book.apply_batch(values[start:]))
-        return updates, self.RETAIN
+        for i, value in enumerate(values):
+            if type(value) is CloseMarker:
+                updates += self._updates(book.apply_batch(values[start:i]))
+                start = i + 1
+                if value.close_ts > self.swept:
+                    updates += self._sweep(value.close_ts)
+        if start:
+            values = values[start:]
+        return updates + self._updates(book.apply_batch(values)), self.RETAIN
+
+    def _sweep(self, close: float) -> list[FeatureUpdate]:
+        """Every key of the book, as of ``close`` (or of its newest event, if later)."""
+        book, updates = self.book, []
+        self.swept = close
+        for key in book.keys():
+            sku, location, duplicates, newest = book.view(key)
+            as_of = newest if newest > close else close
+            updates.append(
+                FeatureUpdate(f"{sku}|{location}", duplicates, book.snapshot(key, as_of), as_of)
+            )
+        return updates
 
     def _updates(self, changed: dict[str, Any] | None) -> list[FeatureUpdate]:
         """One update per changed key, as of its newest event (or of the latest close swept,
@@ -351,13 +359,12 @@ def feature_streams(
     with their own steps and sinks.
     """
     tune_gc()
-    stream = StreamClock()
     raw = op.input("events", flow, source)
-    # events keyed by sku, rejects keyed DEAD_LETTER_KEY (see parse_batch)
-    parsed: Any = op.flat_map_batch("parse", raw, parse_batch)
-    outputs = op.stateful_batch(
-        "ledger", parsed, lambda resume: BookLogic(resume, emit, close_s, stream)
-    )
+    # events keyed by sku, rejects keyed DEAD_LETTER_KEY (see parse_batch); with close_s, close
+    # markers keyed by sku too (CloseClock)
+    parse = parse_batch if close_s is None else CloseClock(close_s).parse
+    parsed: Any = op.flat_map_batch("parse", raw, parse)
+    outputs = op.stateful_batch("ledger", parsed, lambda resume: BookLogic(resume, emit))
     split = op.branch("valid", op.key_rm("outputs", outputs), _is_output)
     return FeatureStreams(split.trues, split.falses)
 
