@@ -82,11 +82,12 @@ class CloseClock:
     it, to every sku the process has parsed. An arrival more than :data:`CLOCK_JUMP_S` ahead of
     the clock moves it only if the next arrival is also that far ahead and agrees within
     ``CLOCK_JUMP_S``: one mistyped year must not sweep every key as of years from now. One per
-    process (worker threads share it); not part of the recovered state — after a restart the
-    skus are learned again from the events that arrive.
+    process (worker threads share it). It is not recovered state of its own: on resume each
+    recovered ledger state reports its sku and newest event (:meth:`resumed`), so the skus are
+    known again and the first event after the restart sweeps a close passed in between.
     """
 
-    __slots__ = ("close_s", "now", "ahead", "next_close", "routes")
+    __slots__ = ("close_s", "now", "ahead", "next_close", "routes", "recovered")
 
     def __init__(self, close_s: float) -> None:
         if not -DAY_S < close_s < DAY_S:
@@ -97,8 +98,15 @@ class CloseClock:
         self.ahead = math.nan
         #: the first close at or after ``now``
         self.next_close = -math.inf
-        #: every sku route parsed so far
+        #: every sku route parsed (or recovered) so far
         self.routes: set[str] = set()
+        #: the newest event time of each recovered sku, until the first event after a restart
+        self.recovered: list[float] = []
+
+    def resumed(self, route: str, newest: float) -> None:
+        """A recovered ledger state of sku ``route`` whose newest event is ``newest``."""
+        self.routes.add(route)
+        self.recovered.append(newest)
 
     def close_from(self, ts: float) -> float:
         """The first close at or after ``ts``."""
@@ -118,7 +126,13 @@ class CloseClock:
                     if ts > self.now:
                         self.now = ts
                     self.ahead = math.nan
-                elif self.now == -math.inf:  # the first event
+                elif self.now == -math.inf:  # the first event (since a restart)
+                    # the newest recovered event not after it (a mistyped future is after it)
+                    start = max((t for t in self.recovered if t <= ts), default=-math.inf)
+                    self.recovered.clear()
+                    if start > -math.inf and ts > self.close_from(start):  # passed meanwhile
+                        marker = CloseMarker(self.close_from(ts) - DAY_S)
+                        out.extend([(r, marker) for r in tuple(routes)])
                     self.now, self.next_close = ts, self.close_from(ts)
                 elif ts - self.now > CLOCK_JUMP_S and not abs(ts - self.ahead) <= CLOCK_JUMP_S:
                     self.ahead = ts  # far ahead, not (yet) confirmed: moves nothing
@@ -194,7 +208,7 @@ class BookLogic(StatefulBatchLogic[Any, Any, tuple]):
     late event after a sweep is sent as of the swept close.
     """
 
-    def __init__(self, resume: Any, emit: Emit) -> None:
+    def __init__(self, resume: Any, emit: Emit, clock: CloseClock | None = None) -> None:
         book = native_book.book_class()
         if resume is None:
             self.book = book()
@@ -207,6 +221,10 @@ class BookLogic(StatefulBatchLogic[Any, Any, tuple]):
                 "Start a new recovery directory and read the input again from its beginning."
             )
         self.emit = emit
+        keys = self.book.keys()
+        if clock is not None and keys:  # recovered: the clock learns this sku again
+            sku = self.book.view(keys[0])[0]
+            clock.resumed(sku_route(sku), max(self.book.view(k)[3] for k in keys))
         #: the latest close swept: no later update of this sku is as of an earlier time
         self.swept = -math.inf
 
@@ -362,9 +380,9 @@ def feature_streams(
     raw = op.input("events", flow, source)
     # events keyed by sku, rejects keyed DEAD_LETTER_KEY (see parse_batch); with close_s, close
     # markers keyed by sku too (CloseClock)
-    parse = parse_batch if close_s is None else CloseClock(close_s).parse
-    parsed: Any = op.flat_map_batch("parse", raw, parse)
-    outputs = op.stateful_batch("ledger", parsed, lambda resume: BookLogic(resume, emit))
+    clock = None if close_s is None else CloseClock(close_s)
+    parsed: Any = op.flat_map_batch("parse", raw, parse_batch if clock is None else clock.parse)
+    outputs = op.stateful_batch("ledger", parsed, lambda resume: BookLogic(resume, emit, clock))
     split = op.branch("valid", op.key_rm("outputs", outputs), _is_output)
     return FeatureStreams(split.trues, split.falses)
 

@@ -201,3 +201,34 @@ def test_the_scoring_flow_scores_keys_that_no_event_touched(lines):
     assert days and all(per_day[True][d] == every_key for d in days)  # each day, every key
     silent = sum(len(every_key - per_day[False][d]) for d in days)
     assert silent > 0.4 * len(days) * len(every_key)  # without: most keys, most days, nothing
+
+
+def test_after_a_restart_silent_skus_are_swept_at_the_first_close_passed(tmp_path):
+    """The clock is not recovered, but the ledger states are: each tells the clock its sku and
+    newest event, so a close passed while the flow was down sweeps skus with no event since."""
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+
+    day0 = datetime(2026, 3, 2, tzinfo=UTC)
+    before = [
+        _event("A", "S1", day0 + timedelta(hours=1), 1, "receipt"),
+        _event("A", "S2", day0 + timedelta(hours=2), 2, "receipt"),
+        _event("B", "S1", day0 + timedelta(hours=3), 3, "receipt"),
+    ]
+    after = [_event("B", "S1", day0 + timedelta(days=1, hours=6), 4)]
+    init_db_dir(tmp_path, 1)
+
+    def run(lines: list[bytes]) -> list[Any]:
+        out: list[Any] = []
+        flow = Dataflow("sweep-restart")
+        streams = feature_streams(flow, TestingSource(lines), close_s=0.0)
+        op.output("out", streams.outputs, TestingSink(out))
+        op.output("dlq", streams.rejects, TestingSink([]))
+        run_main(flow, epoch_interval=timedelta(0), recovery_config=RecoveryConfig(str(tmp_path)))
+        return out
+
+    assert {u.key for u in run(before)} == {"A|S1", "A|S2", "B|S1"}
+    resumed = run(before + after)  # the source resumes after the first three
+    midnight = (day0 + timedelta(days=1)).timestamp()
+    swept = {u.key: u.as_of_ts for u in resumed if u.trigger is None}
+    assert swept == {"A|S1": midnight, "A|S2": midnight, "B|S1": midnight}
+    assert [u.key for u in resumed if u.trigger is not None] == ["B|S1"]
