@@ -57,9 +57,9 @@ from bytewax.outputs import Sink
 from pipelines import native_book
 from pipelines.events import InventoryEvent, Rejection, parse_event
 from pipelines.features import BOOK_STATE_VERSION, KeyState
+from pipelines.ledger import DAY_S
 
 DEFAULT_BATCH_SIZE = 1000
-DAY_S = 86_400.0
 #: An arrival further than this beyond the stream's clock (a mistyped year, a device clock
 #: reset) moves it only when the next far-ahead arrival agrees (:class:`CloseClock`).
 CLOCK_JUMP_S = 2 * DAY_S
@@ -221,8 +221,8 @@ class BookLogic(StatefulBatchLogic[Any, Any, tuple]):
                 "Start a new recovery directory and read the input again from its beginning."
             )
         self.emit = emit
-        keys = self.book.keys()
-        if clock is not None and keys:  # recovered: the clock learns this sku again
+        if clock is not None and resume is not None and (keys := self.book.keys()):
+            # recovered: the clock learns this sku (and its newest event) again
             sku = self.book.view(keys[0])[0]
             clock.resumed(sku_route(sku), max(self.book.view(k)[3] for k in keys))
         #: the latest close swept: no later update of this sku is as of an earlier time
